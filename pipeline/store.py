@@ -1,0 +1,65 @@
+"""The embedding cache: `<folder>/vectors.zarr` (N, D) float32/float16, chunked by rows, and
+`<folder>/index.parquet` (id, label, split, row). Predictions: `<folder>/preds.parquet`
+(id, split, score_0..score_{K-1}).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from pipeline import PipelineError
+
+
+def write_embeddings(folder: str | Path, X: np.ndarray, index: pd.DataFrame, dtype: str = "float32",
+                     chunk_rows: int = 4096) -> None:
+    folder = Path(folder)
+    arr = zarr.create_array(store=str(folder / "vectors.zarr"), shape=X.shape, dtype=dtype,
+                            chunks=(min(chunk_rows, max(len(X), 1)), X.shape[1]), zarr_format=3)
+    arr[:] = X.astype(dtype, copy=False)
+    index = index[["id", "label", "split"]].reset_index(drop=True).copy()
+    index["row"] = np.arange(len(index), dtype=np.int64)
+    index.to_parquet(folder / "index.parquet", index=False)
+
+
+def read_embeddings(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """-> (X float32 (N, D), index frame). Raises PipelineError naming the folder if it is not a cache."""
+    folder = Path(folder)
+    if not (folder / "index.parquet").exists() or not (folder / "vectors.zarr").exists():
+        raise PipelineError(f"{folder}: not an embedding cache (run the embed stage first)")
+    X = zarr.open_array(str(folder / "vectors.zarr"), mode="r")[:].astype(np.float32)
+    index = pd.read_parquet(folder / "index.parquet")
+    if len(index) != len(X):
+        raise PipelineError(f"{folder}: index has {len(index)} rows but vectors have {len(X)}")
+    return X, index
+
+
+def read_features(folders: list[str | Path]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Concatenate several caches column-wise; their ids must agree row for row."""
+    parts = [read_embeddings(f) for f in folders]
+    index = parts[0][1]
+    for (X, idx), f in zip(parts[1:], folders[1:]):
+        if not idx["id"].equals(index["id"]):
+            raise PipelineError(f"{f}: rows do not match {folders[0]} (embed both from the same data)")
+    return np.hstack([X for X, _ in parts]), index
+
+
+def write_preds(path: str | Path, ids, splits, scores: np.ndarray) -> None:
+    df = pd.DataFrame({"id": np.asarray(ids), "split": np.asarray(splits)})
+    for k in range(scores.shape[1]):
+        df[f"score_{k}"] = scores[:, k].astype(np.float64)
+    df.to_parquet(path, index=False)
+
+
+def read_preds(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: predictions not found")
+    return pd.read_parquet(path)
+
+
+def score_matrix(df: pd.DataFrame) -> np.ndarray:
+    cols = sorted((c for c in df.columns if c.startswith("score_")), key=lambda c: int(c.split("_")[1]))
+    return df[cols].to_numpy(np.float64)

@@ -1,0 +1,139 @@
+"""Task definitions: how labels become training targets, which loss trains them, and how outputs become scores.
+
+All models (the MLP head, SVM heads, ensembles) exchange predictions as a float matrix `scores` (N, K):
+- binary: K=1, P(class 1); multiclass: K=n_classes probabilities; multilabel: K=n_labels probabilities;
+- regression: K=1, the prediction on the original target scale.
+The MLP is trained with BCE-with-logits on binary/multilabel targets and on regression targets min-max scaled
+to [0, 1] (the Pawpularity recipe); cross-entropy for multiclass.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn import metrics as skm
+
+
+@dataclass
+class Task:
+    kind: str  # binary | multiclass | multilabel | regression
+    classes: Optional[list[str]] = None
+    y_min: float = 0.0
+    y_max: float = 1.0
+    label_sep: str = "|"
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.kind in ("binary", "regression") else len(self.classes)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind != "regression"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # ---- labels -> arrays -------------------------------------------------------------------------------
+    def encode(self, labels) -> np.ndarray:
+        """Original labels (strings / numbers) -> y: int (N,) class ids, float (N,) values, or 0/1 (N, K)."""
+        labels = list(labels)
+        if self.kind == "regression":
+            return np.asarray(labels, dtype=np.float64)
+        index = {c: i for i, c in enumerate(self.classes)}
+        if self.kind == "multilabel":
+            y = np.zeros((len(labels), len(self.classes)), dtype=np.float32)
+            for r, lab in enumerate(labels):
+                for part in str(lab).split(self.label_sep):
+                    y[r, index[part]] = 1.0
+            return y
+        return np.asarray([index[str(lab)] for lab in labels], dtype=np.int64)
+
+    def to_unit(self, y: np.ndarray) -> np.ndarray:
+        """Regression targets -> [0, 1] (what the BCE loss and SVR see)."""
+        return (np.asarray(y, dtype=np.float64) - self.y_min) / max(self.y_max - self.y_min, 1e-12)
+
+    def from_unit(self, u: np.ndarray) -> np.ndarray:
+        return np.asarray(u, dtype=np.float64) * (self.y_max - self.y_min) + self.y_min
+
+    # ---- torch side ---------------------------------------------------------------------------------------
+    def torch_target(self, y: np.ndarray) -> torch.Tensor:
+        if self.kind == "multiclass":
+            return torch.as_tensor(y, dtype=torch.long)
+        if self.kind == "regression":
+            return torch.as_tensor(self.to_unit(y), dtype=torch.float32).unsqueeze(-1)
+        if self.kind == "binary":
+            return torch.as_tensor(y, dtype=torch.float32).unsqueeze(-1)
+        return torch.as_tensor(y, dtype=torch.float32)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.kind == "multiclass":
+            return F.cross_entropy(logits.float(), target)
+        return F.binary_cross_entropy_with_logits(logits.float(), target)
+
+    def scores_from_logits(self, logits: torch.Tensor) -> np.ndarray:
+        logits = logits.float()
+        if self.kind == "multiclass":
+            return torch.softmax(logits, -1).cpu().numpy()
+        p = torch.sigmoid(logits).cpu().numpy()
+        return self.from_unit(p) if self.kind == "regression" else p
+
+    # ---- metrics ------------------------------------------------------------------------------------------
+    def hard(self, scores: np.ndarray) -> np.ndarray:
+        """Scores -> hard predictions: class ids (N,), 0/1 (N, K), or values (N,)."""
+        if self.kind == "multiclass":
+            return scores.argmax(1)
+        if self.kind == "multilabel":
+            return (scores >= 0.5).astype(int)
+        return (scores[:, 0] >= 0.5).astype(int) if self.kind == "binary" else scores[:, 0]
+
+    def metrics(self, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Test/valid metrics: accuracy, F1, ROC-AUC, log loss (classification); RMSE, MAE, R2 (regression)."""
+        if self.kind == "regression":
+            pred = scores[:, 0]
+            return {"rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
+                    "mae": float(skm.mean_absolute_error(y, pred)), "r2": float(skm.r2_score(y, pred))}
+        hard = self.hard(scores)
+        eps = 1e-7
+        out = {"accuracy": float(skm.accuracy_score(y, hard))}
+        if self.kind == "binary":
+            p = np.clip(scores[:, 0], eps, 1 - eps)
+            out["f1"] = float(skm.f1_score(y, hard))
+            out["roc_auc"] = _safe(lambda: skm.roc_auc_score(y, p))
+            out["log_loss"] = float(skm.log_loss(y, p, labels=[0, 1]))
+        elif self.kind == "multiclass":
+            out["f1"] = float(skm.f1_score(y, hard, average="macro"))
+            p = np.clip(scores, eps, 1)
+            p = p / p.sum(1, keepdims=True)
+            out["roc_auc"] = _safe(lambda: skm.roc_auc_score(y, p, multi_class="ovr",
+                                                             labels=list(range(len(self.classes)))))
+            out["log_loss"] = float(skm.log_loss(y, p, labels=list(range(len(self.classes)))))
+        else:
+            out["f1"] = float(skm.f1_score(y, hard, average="macro", zero_division=0))
+            out["roc_auc"] = _safe(lambda: skm.roc_auc_score(y, scores, average="macro"))
+            out["log_loss"] = float(np.mean([skm.log_loss(y[:, k], np.clip(scores[:, k], eps, 1 - eps),
+                                                          labels=[0, 1]) for k in range(y.shape[1])]))
+        return out
+
+    def selection_loss(self, y: np.ndarray, scores: np.ndarray) -> float:
+        """What ensembles and C searches minimise on validation: log loss, or RMSE for regression."""
+        # computed directly: weight searches call this thousands of times
+        eps = 1e-7
+        if self.kind == "regression":
+            return float(np.sqrt(np.mean((scores[:, 0] - y) ** 2)))
+        if self.kind == "multiclass":
+            p = np.clip(scores, eps, 1)
+            p = p / p.sum(1, keepdims=True)
+            return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+        p = np.clip(scores, eps, 1 - eps)
+        yy = y.reshape(p.shape)
+        return float(-np.mean(yy * np.log(p) + (1 - yy) * np.log(1 - p)))
+
+
+def _safe(fn) -> float:
+    try:
+        return float(fn())
+    except ValueError:  # one class only in y: AUC undefined
+        return float("nan")

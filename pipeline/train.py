@@ -1,0 +1,188 @@
+"""The fine-tuning loop: backbone + MLP head, AMP, bucketed batches, schedules, schemes, checkpoint/resume.
+
+`finetune(model, task, train, valid, cfg, seed, device)` trains in place and returns the per-epoch history.
+Resuming is exact on CPU: each epoch's batch order comes from a generator seeded by (seed, epoch), and the
+checkpoint holds model, optimizer, scheduler, torch RNG state and the step.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from pipeline import paths
+from pipeline.accel import autocast, pick_device, resolve_precision, seed_everything, set_tf32
+from pipeline.backbones import make_backbone
+from pipeline.batching import Tokenized, collate, map_batches, tokenize, train_batches
+from pipeline.data import read_prepared
+from pipeline.io import content_hash, write_json, write_params
+from pipeline.model import Classifier, MLPHead
+from pipeline.optim import make_optimizer, param_groups, schedule_fn
+from pipeline.params import FinetuneParams, Params
+from pipeline.schemes import make_scheme
+from pipeline.store import write_preds
+from pipeline.tasks import Task
+
+log = logging.getLogger(__name__)
+EVAL_SPLITS = ("valid", "test")
+
+
+def predict_scores(model: Classifier, task: Task, tok: Tokenized, batch_size: int, device: torch.device,
+                   precision: str = "fp32") -> np.ndarray:
+    """Scores (N, K) for every row (see tasks.py for their meaning), in input order."""
+    model.eval()
+
+    def fn(ids, mask):
+        with autocast(precision, device):
+            return model(ids, mask)
+    logits = map_batches(fn, tok, batch_size, device)
+    return task.scores_from_logits(torch.from_numpy(logits))
+
+
+class Checkpointer:
+    """Model weights as safetensors, optimizer/scheduler/RNG/step as a weights_only torch file."""
+
+    def __init__(self, folder: str | Path | None, every: int):
+        self.folder, self.every = (Path(folder) if folder else None), every
+
+    def maybe_save(self, step: int, model, opt, sched) -> None:
+        if not self.folder or not self.every or step % self.every:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "state.pt.tmp"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(self.folder / "model.tmp"))
+        torch.save({"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "rng": torch.get_rng_state()}, tmp)
+        # both renames happen after both writes: a kill in between leaves the previous pair usable
+        (self.folder / "model.tmp").replace(self.folder / "model.safetensors")
+        tmp.replace(self.folder / "state.pt")
+        log.info("checkpoint saved at step %d", step)
+
+    def maybe_load(self, model, opt, sched) -> int:
+        if not self.folder or not (self.folder / "state.pt").exists():
+            return 0
+        state = torch.load(self.folder / "state.pt", weights_only=True)
+        model.load_state_dict(load_file(str(self.folder / "model.safetensors")))
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["rng"])
+        log.info("resumed from checkpoint at step %d", state["step"])
+        return int(state["step"])
+
+
+def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
+             valid: tuple[Tokenized, np.ndarray], cfg: FinetuneParams, seed: int, device: torch.device,
+             checkpoint_dir: str | Path | None = None, on_epoch=None) -> list[dict]:
+    """Train `model` in place. Returns one dict per evaluation: epoch, step, train_loss, valid metrics, speed."""
+    seed_everything(seed)
+    set_tf32(cfg.tf32)
+    precision = resolve_precision(cfg.precision, device)
+    model.to(device)
+    tok, y = train
+    target = task.torch_target(y)
+    n_batches = math.ceil(len(tok.ids) / cfg.batch_size)
+    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
+    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+
+    scheme = make_scheme(cfg, model, total)
+    opt = make_optimizer(param_groups(model, cfg), cfg, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule_fn(cfg.schedule, total, cfg.warmup_frac))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    forward = torch.compile(model, dynamic=True) if cfg.compile else model
+    ckpt = Checkpointer(checkpoint_dir, cfg.checkpoint_every)
+    step = ckpt.maybe_load(model, opt, sched)
+
+    log.info("fine-tuning: %d steps (%d per epoch), batch %d x accum %d, precision %s, scheme %s, device %s",
+             total, steps_per_epoch, cfg.batch_size, cfg.grad_accum, precision, cfg.scheme, device)
+    history, run_loss, run_n, t_train, seen = [], 0.0, 0, 0.0, 0
+    bar = tqdm(total=total, initial=step, desc="finetune", disable=None, mininterval=5)
+    epoch_batches: dict[int, list] = {}
+    while step < total:
+        scheme.on_step(step)
+        model.train()
+        t0 = time.perf_counter()
+        for micro in range(cfg.grad_accum):
+            m = step * cfg.grad_accum + micro
+            epoch, pos = divmod(m, n_batches)
+            if epoch not in epoch_batches:
+                epoch_batches = {epoch: train_batches(tok.lengths, cfg.batch_size,
+                                                      np.random.default_rng([seed, epoch]), cfg.bucket)}
+            idx = epoch_batches[epoch][pos]
+            b = collate(tok, idx)
+            with autocast(precision, device):
+                logits = forward(b["input_ids"].to(device), b["attention_mask"].to(device))
+            loss = task.loss(logits, target[idx].to(device)) / cfg.grad_accum
+            scaler.scale(loss).backward()
+            run_loss += loss.item() * len(idx) * cfg.grad_accum
+            run_n += len(idx)
+            seen += len(idx)
+        if cfg.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        step += 1
+        t_train += time.perf_counter() - t0
+        bar.update(1)
+        ckpt.maybe_save(step, model, opt, sched)
+        if step % steps_per_epoch == 0 or step == total:
+            scores = predict_scores(model, task, valid[0], cfg.eval_batch_size, device, precision)
+            row = {"epoch": round(step / steps_per_epoch, 3), "step": step,
+                   "train_loss": run_loss / max(run_n, 1),
+                   "lr": opt.param_groups[0]["lr"], "train_samples_per_s": seen / max(t_train, 1e-9),
+                   **{f"valid_{k}": v for k, v in task.metrics(valid[1], scores).items()}}
+            history.append(row)
+            log.info("epoch %.2f: %s", row["epoch"], {k: round(v, 4) for k, v in row.items()})
+            if on_epoch:
+                on_epoch(row)
+            run_loss, run_n = 0.0, 0
+    bar.close()
+    scheme.finish()
+    return history
+
+
+def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = paths.DATA,
+                 checkpoints: Path = paths.CHECKPOINTS) -> dict:
+    """Fine-tune backbone + MLP head. Writes model/ (HF folder), head.safetensors, preds.parquet
+    (valid + test scores), history.json (one row per epoch)."""
+    cfg, ft = params.backbones[backbone], params.finetune
+    df, task = read_prepared(data_dir)
+    seed_everything(params.seed)  # the head's init must not depend on what ran before
+    device = pick_device()
+    encoder = make_backbone(cfg)
+    head = MLPHead(encoder.hidden_size, task.n_outputs, ft.hidden, ft.dropout)
+    model = Classifier(encoder, head)
+    parts = {s: df[df["split"] == s] for s in ("train", *EVAL_SPLITS)}
+    toks = {s: tokenize(encoder.tokenizer, d["text"], cfg.max_length) for s, d in parts.items()}
+    ys = {s: task.encode(d["label"]) for s, d in parts.items()}
+    # Checkpoints are keyed by everything that shapes the run, so a changed param never resumes a stale run.
+    ckpt = checkpoints / f"{backbone}-{content_hash([params.seed, cfg.model_dump(), ft.model_dump(), len(df)])}"
+    t0 = time.perf_counter()
+    history = finetune(model, task, (toks["train"], ys["train"]), (toks["valid"], ys["valid"]), ft,
+                       params.seed, device, checkpoint_dir=ckpt)
+    seconds = time.perf_counter() - t0
+    precision = resolve_precision(ft.precision, device)
+    scores = {s: predict_scores(model, task, toks[s], ft.eval_batch_size, device, precision) for s in EVAL_SPLITS}
+    model.cpu()
+    encoder.save(out / "model")
+    head.save(out / "head.safetensors")
+    write_preds(out / "preds.parquet", np.concatenate([parts[s]["id"] for s in EVAL_SPLITS]),
+                np.concatenate([parts[s]["split"] for s in EVAL_SPLITS]),
+                np.concatenate([scores[s] for s in EVAL_SPLITS]))
+    write_json(out / "history.json", history)
+    summary = {"seconds": seconds, "device": str(device), "precision": precision, **history[-1]}
+    write_json(out / "summary.json", summary)
+    write_params(out, seed=params.seed, backbone=cfg, finetune=ft)
+    shutil.rmtree(ckpt, ignore_errors=True)  # done: the next run of these params starts clean
+    return summary
