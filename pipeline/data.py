@@ -100,7 +100,7 @@ def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame,
     bad = np.logical_or.reduce([m.to_numpy() for m in masks.values()])
     if bad.any():
         if cfg.on_bad_rows == "error":
-            msgs = [f"{k}: {int(m.sum())} rows (first: {list(np.flatnonzero(m.to_numpy())[:5])})"
+            msgs = [f"{k}: {int(m.sum())} rows (first: {[int(i) for i in np.flatnonzero(m.to_numpy())[:5]]})"
                     for k, m in masks.items() if m.any()]
             raise DataError(f"{source}: bad rows: " + "; ".join(msgs)
                             + " (set data.on_bad_rows: drop to drop them)")
@@ -148,7 +148,11 @@ def split(df: pd.DataFrame, cfg: DataParams, task: Task, seed: int) -> pd.DataFr
         va, te = train_test_split(rest, test_size=cfg.test_frac / hold, random_state=seed,
                                   stratify=None if strat is None else strat.iloc[rest])
     except ValueError as e:
-        raise DataError(f"cannot split {len(df)} rows into train/valid/test: {e}") from None
+        if task.kind != "regression":
+            raise DataError(f"cannot split {len(df)} rows into train/valid/test: {e}") from None
+        # too few rows per target quantile to stratify: a seeded random split
+        tr, rest = train_test_split(idx, test_size=hold, random_state=seed)
+        va, te = train_test_split(rest, test_size=cfg.test_frac / hold, random_state=seed)
     out = df.copy()
     out["split"] = "train"
     out.loc[va, "split"] = "valid"

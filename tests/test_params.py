@@ -1,0 +1,81 @@
+import re
+
+import pytest
+import yaml
+
+from pipeline.params import Params, ParamsError, load_params
+from tests.conftest import ROOT
+
+
+def write(tmp_path, p) -> str:
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(p))
+    return str(f)
+
+
+def test_repo_params_are_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert "mlp-minilm" in p.model_names() and set(p.ensemble.members) <= set(p.model_names())
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda p: p["finetune"].update(lrr=1e-3), r"finetune\.lrr: unknown key"),
+    (lambda p: p["finetune"].update(lr=-1.0), r"finetune\.lr: .*greater than 0"),
+    (lambda p: p["finetune"].update(batch_size="big"), r"finetune\.batch_size: .*integer"),
+    (lambda p: p["heads"]["svm"].update(C=0), r"heads\.svm\.C: .*greater than 0"),
+    (lambda p: p["heads"]["svm"].update(kind="forest"), r"heads\.svm\.kind: .*'svm'"),
+    (lambda p: p["data"].update(valid_frac=0.5, test_frac=0.5), r"data: valid_frac \+ test_frac must be < 1"),
+    (lambda p: p["sources"]["minilm_pt"].update(backbone="bert"), r"sources\.minilm_pt\.backbone: unknown backbone 'bert'; allowed: \['minilm'\]"),
+    (lambda p: p["ensemble"].update(members=["nope"]), r"ensemble\.members: unknown model 'nope'"),
+    (lambda p: p["concat"].update(both=["minilm_ft"]), r"concat\.both: needs >= 2"),
+    (lambda p: p["finetune"].update(scheme="magic"), r"finetune\.scheme: .*'full'"),
+])
+def test_bad_params_name_the_key(tmp_path, edit, key):
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(p)
+    path = write(tmp_path, p)
+    with pytest.raises(ParamsError, match=key) as e:
+        load_params(path)
+    assert path in str(e.value)
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [1,\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def test_every_dvc_params_key_exists_in_params_and_schema():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = set()
+    for stage in dvc["stages"].values():
+        body = stage.get("do", stage)
+        for k in body.get("params", []):
+            keys.add(k)
+    assert keys, "dvc.yaml declares no params"
+    ids = {"key": list(params["backbones"]) + list(params["sources"]),
+           "item.backbone": [s["backbone"] for s in params["sources"].values()],
+           "item.head": list(params["heads"]), "item.features": list(params["concat"])}
+    checked = 0
+    for k in keys:
+        m = re.search(r"\$\{([^}]+)\}", k)
+        for value in (ids[m.group(1)] if m else [None]):
+            path = k.replace(m.group(0), value) if m else k
+            head = path.split(".")[0]
+            if m and not _has(params, path):
+                continue  # e.g. sources.${key} tried with a backbone name; some id fits, checked below
+            assert _has(params, path), f"dvc.yaml param {path!r} missing from params.yaml"
+            assert head in Params.model_fields, f"dvc.yaml param {path!r} not in the schema"
+            checked += 1
+    assert checked >= len(keys)
+
+
+def _has(d, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return False
+        d = d[part]
+    return True
