@@ -79,7 +79,7 @@ class Checkpointer:
 
 def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
              valid: tuple[Tokenized, np.ndarray], cfg: FinetuneParams, seed: int, device: torch.device,
-             checkpoint_dir: str | Path | None = None, on_epoch=None) -> list[dict]:
+             checkpoint_dir: str | Path | None = None, on_epoch=None, on_step=None) -> list[dict]:
     """Train `model` in place. Returns one dict per evaluation: epoch, step, train_loss, valid metrics, speed."""
     seed_everything(seed)
     set_tf32(cfg.tf32)
@@ -136,6 +136,8 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
         t_train += time.perf_counter() - t0
         bar.update(1)
         ckpt.maybe_save(step, model, opt, sched)
+        if on_step:
+            on_step(step, run_loss / max(run_n, 1), opt.param_groups)
         if step % steps_per_epoch == 0 or step == total:
             scores = predict_scores(model, task, valid[0], cfg.eval_batch_size, device, precision)
             row = {"epoch": round(step / steps_per_epoch, 3), "step": step,
