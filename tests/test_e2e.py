@@ -1,0 +1,156 @@
+"""End to end: real `dvc repro` in a temporary git repo on a 240-row slice with a tiny backbone.
+
+Checks every artifact, that an unchanged rerun does nothing, that changing heads.svm.C reruns only the heads,
+ensemble and evaluate, that a fine-tuning param never reruns prepare, and that a stage killed with SIGKILL
+leaves nothing DVC would take as a valid output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+import zarr
+
+from tests.conftest import ROOT, shrink_params
+
+pytestmark = pytest.mark.slow
+
+
+def sh(cwd, *cmd, check=True) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and r.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r.stdout + r.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_param(repo: Path, dotted: str, value) -> None:
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    d = p
+    *parents, last = dotted.split(".")
+    for k in parents:
+        d = d[k]
+    d[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tiny_model_dir):
+    repo = tmp_path_factory.mktemp("repo")
+    for name in ("pipeline", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
+    (repo / "params.yaml").write_text(yaml.safe_dump(shrink_params(tiny_model_dir), sort_keys=False))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "t@t")
+    sh(repo, "git", "config", "user.name", "t")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "init")
+    return repo
+
+
+def test_full_repro_and_artifacts(repo):
+    out = sh(repo, "dvc", "repro")
+    assert ran(out) == {"prepare", "pretrained@minilm", "finetune@minilm", "embed@minilm_ft", "embed@minilm_pt",
+                        "head@minilm_ft-svm", "head@minilm_pt-svm", "head-concat@both-svm", "ensemble", "evaluate"}
+    art = repo / "artifacts"
+    data = pd.read_parquet(art / "data" / "dataset.parquet")
+    assert list(data.columns) == ["id", "text", "label", "split"] and len(data) == 240
+    for src in ("minilm_ft", "minilm_pt"):
+        arr = zarr.open_array(str(art / "embeddings" / src / "vectors.zarr"), mode="r")
+        assert arr.shape == (240, 32) and arr.dtype == "float32"
+        idx = pd.read_parquet(art / "embeddings" / src / "index.parquet")
+        assert list(idx.columns) == ["id", "label", "split", "row"] and idx["id"].tolist() == data["id"].tolist()
+    assert (art / "finetune" / "minilm" / "model" / "model.safetensors").exists()
+    assert (art / "finetune" / "minilm" / "head.safetensors").exists()
+    for m in ("finetune/minilm", "heads/minilm_ft-svm", "heads/minilm_pt-svm", "heads/both-svm", "ensemble"):
+        preds = pd.read_parquet(art / m / "preds.parquet")
+        assert set(preds["split"]) == {"valid", "test"} and "score_0" in preds
+        assert (art / m / "params.yaml").exists()  # resolved params recorded beside every artifact
+    metrics = json.loads((art / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"mlp-minilm", "minilm_ft-svm", "minilm_pt-svm", "both-svm", "ensemble"}
+    assert set(metrics["ensemble"]) == {"accuracy", "f1", "roc_auc", "log_loss"}
+    weights = json.loads((art / "ensemble" / "weights.json").read_text())["weights"]
+    assert sum(weights.values()) == pytest.approx(1)
+    assert (art / "evaluate" / "plots" / "confusion.csv").exists()
+    assert "metrics.json" in sh(repo, "dvc", "metrics", "show")
+
+
+def test_unchanged_rerun_does_nothing(repo):
+    out = sh(repo, "dvc", "repro")
+    assert ran(out) == set(), out
+
+
+def test_changing_svm_C_reruns_only_heads_and_after(repo):
+    set_param(repo, "heads.svm.C", 3.0)
+    out = sh(repo, "dvc", "repro")
+    assert ran(out) == {"head@minilm_ft-svm", "head@minilm_pt-svm", "head-concat@both-svm", "ensemble",
+                        "evaluate"}
+
+
+def test_adding_a_head_runs_only_its_stages(repo):
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    p["heads"]["logreg"] = {"kind": "logistic", "C": 1.0}
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    out = sh(repo, "dvc", "repro")
+    assert ran(out) == {"head@minilm_ft-logreg", "head@minilm_pt-logreg", "head-concat@both-logreg",
+                        "ensemble", "evaluate"}
+    assert "minilm_pt-logreg" in json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
+
+
+def test_changing_a_finetune_param_never_reruns_prepare(repo):
+    set_param(repo, "finetune.lr", 2e-4)
+    out = sh(repo, "dvc", "repro")
+    stages = ran(out)
+    assert "finetune@minilm" in stages and "embed@minilm_ft" in stages
+    assert not stages & {"prepare", "pretrained@minilm", "embed@minilm_pt", "head@minilm_pt-svm"}
+
+
+@pytest.mark.parametrize("stage, folder, marker", [
+    ("embed@minilm_pt", "artifacts/embeddings/minilm_pt", "embeddings"),
+    ("finetune@minilm", "artifacts/finetune/minilm", "finetune"),
+])
+def test_sigkill_leaves_no_valid_output(repo, stage, folder, marker):
+    """Kill the stage mid-run; DVC must see it as changed, and the next repro must complete."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", stage], cwd=repo, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tmp_glob = "__".join(Path(folder).parts) + ".tmp-*"
+    tmp_root = repo / "artifacts" / ".tmp"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_root.glob(tmp_glob)):
+        time.sleep(0.05)
+    assert list(tmp_root.glob(tmp_glob)), "the stage never started writing"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (repo / folder).exists()  # DVC removed the old output before running; nothing new was renamed in
+    status = sh(repo, "dvc", "status", stage)
+    assert "deleted" in status or "changed" in status, status
+    out = sh(repo, "dvc", "repro")
+    # either rerun, or (same params) restored from DVC's run cache: the killed run was never cached
+    assert stage in ran(out) or f"Stage '{stage}' is cached - skipping run, checking out outputs" in out, out
+    assert (repo / folder).exists() and not list((repo / folder).parent.glob("*.tmp*"))
+    if marker == "embeddings":
+        from pipeline.store import read_embeddings
+        X, _ = read_embeddings(repo / folder)
+        assert X.shape == (240, 32)
+    else:
+        assert (repo / folder / "model" / "model.safetensors").exists() and (repo / folder / "preds.parquet").exists()
+    assert ran(sh(repo, "dvc", "repro")) == set()
+    assert "up to date" in sh(repo, "dvc", "status")

@@ -1,0 +1,30 @@
+import os
+
+import pytest
+
+from pipeline.io import atomic_dir
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    os.chdir(tmp_path)
+    with atomic_dir("artifacts/x") as t:
+        (t / "a").write_text("1")
+    assert (tmp_path / "artifacts/x/a").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_dir("artifacts/x") as t:
+            (t / "a").write_text("2")
+            raise RuntimeError("killed halfway")
+    assert (tmp_path / "artifacts/x/a").read_text() == "1"  # the old complete output is untouched
+    assert list((tmp_path / "artifacts/.tmp").iterdir()) == []
+    with atomic_dir("artifacts/x") as t:
+        (t / "b").write_text("3")
+    assert sorted(p.name for p in (tmp_path / "artifacts/x").iterdir()) == ["b"]
+
+
+def test_stale_tmp_of_dead_process_is_removed(tmp_path):
+    os.chdir(tmp_path)
+    stale = tmp_path / "artifacts/.tmp/artifacts__y.tmp-999999999"
+    stale.mkdir(parents=True)
+    with atomic_dir("artifacts/y"):
+        pass
+    assert not stale.exists()
