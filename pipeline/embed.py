@@ -17,6 +17,7 @@ from pipeline.batching import map_batches, tokenize
 from pipeline.data import read_prepared
 from pipeline.io import write_json, write_params
 from pipeline.params import Params
+from pipeline.schemes import load_finetuned_encoder
 from pipeline.store import write_embeddings
 
 
@@ -37,8 +38,10 @@ def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DAT
     src = params.sources[source]
     cfg = params.backbones[src.backbone]
     df, _ = read_prepared(data_dir)
-    path = str(paths.finetune(src.backbone) / "model") if src.from_ == "finetune" else None
-    encoder = make_backbone(cfg, path=path)
+    if src.from_ == "finetune":
+        encoder = load_finetuned_encoder(cfg, paths.finetune(src.backbone))
+    else:
+        encoder = make_backbone(cfg)
     device = pick_device()
     t0 = time.perf_counter()
     X = embed_frame(encoder, df["text"], params.embed, cfg.max_length, device)

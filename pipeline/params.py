@@ -16,7 +16,7 @@ from pipeline import PipelineError
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 HEAD_KINDS = ("svm", "logistic", "ridge", "knn")
-SCHEMES = ("full", "freeze", "gradual")
+SCHEMES = ("full", "freeze", "gradual", "lora", "adapter")
 SCHEDULES = ("cosine", "linear", "constant", "slanted_triangular", "one_cycle", "cyclic")
 
 

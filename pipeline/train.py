@@ -26,7 +26,7 @@ from pipeline.io import content_hash, write_json, write_params
 from pipeline.model import Classifier, MLPHead
 from pipeline.optim import make_optimizer, param_groups, schedule_fn
 from pipeline.params import FinetuneParams, Params
-from pipeline.schemes import make_scheme
+from pipeline.schemes import make_scheme, save_adapted
 from pipeline.store import write_preds
 from pipeline.tasks import Task
 
@@ -177,7 +177,10 @@ def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = path
     precision = resolve_precision(ft.precision, device)
     scores = {s: predict_scores(model, task, toks[s], ft.eval_batch_size, device, precision) for s in EVAL_SPLITS}
     model.cpu()
-    encoder.save(out / "model")
+    if ft.scheme in ("lora", "adapter"):
+        save_adapted(encoder, ft, out)  # only what trained; embed rebuilds the rest from the pretrained backbone
+    else:
+        encoder.save(out / "model")
     head.save(out / "head.safetensors")
     write_preds(out / "preds.parquet", np.concatenate([parts[s]["id"] for s in EVAL_SPLITS]),
                 np.concatenate([parts[s]["split"] for s in EVAL_SPLITS]),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.backbones import make_backbone
-from pipeline.batching import tokenize
+from pipeline.batching import collate, tokenize
 from pipeline.model import Classifier, MLPHead
 from pipeline.optim import param_groups, schedule_fn
 from pipeline.params import BackboneParams, FinetuneParams
@@ -45,7 +45,7 @@ def run(model_dir, c, seed=0, **kw):
 OPTIONS = [dict(), dict(precision="bf16"), dict(precision="fp16"), dict(optimizer="sgd", lr=1e-2),
            dict(bucket=False), dict(grad_accum=2), dict(layer_decay=0.5), dict(grad_clip=0),
            *[dict(schedule=s) for s in ("cosine", "linear", "constant", "slanted_triangular", "one_cycle", "cyclic")],
-           *[dict(scheme=s, unfreeze_every=1) for s in ("full", "freeze", "gradual")]]
+           *[dict(scheme=s, unfreeze_every=1) for s in ("full", "freeze", "gradual", "lora", "adapter")]]
 
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
@@ -165,3 +165,32 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_pat
     resumed, hist = run(tiny_model_dir, c, seed=0, checkpoint_dir=tmp_path)
     for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("scheme, extra", [("lora", lambda k: False), ("adapter", lambda k: "LayerNorm" in k)])
+def test_adapter_schemes_train_only_adapters_and_reload(tiny_model_dir, tmp_path, scheme, extra):
+    from pipeline.schemes import is_adapter_param, load_finetuned_encoder, save_adapted
+
+    model = build(tiny_model_dir)
+    train, valid = data(model)
+    c = cfg(max_steps=3, scheme=scheme, adapter_size=4, lr=1e-2)
+    finetune(model, TASK, train, valid, c, 0, CPU)  # injects the adapters, then trains
+    trained = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(k.startswith("head.") or is_adapter_param(k) or extra(k) for k in trained)
+    assert any(is_adapter_param(k) for k in trained)
+    # the frozen pretrained weights are untouched: compare with a fresh load
+    fresh = build(tiny_model_dir)
+    fresh_state = fresh.state_dict()
+    for k, v in model.state_dict().items():
+        base = k.replace(".base_layer.", ".").replace(".linear.", ".")
+        if base in fresh_state and k not in trained:
+            assert torch.equal(v, fresh_state[base]), k
+    save_adapted(model.encoder, c, tmp_path)
+    assert (tmp_path / "adapter.safetensors").stat().st_size < 0.5 * sum(
+        v.numel() * 4 for v in fresh.encoder.state_dict().values())
+    from pipeline.params import BackboneParams
+    rebuilt = load_finetuned_encoder(BackboneParams(name=str(tiny_model_dir), max_length=32), tmp_path).eval()
+    model.eval()
+    b = collate(train[0], list(range(8)))
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**b), model.encoder(**b), atol=1e-6)
