@@ -35,3 +35,8 @@ def preds(model: str) -> Path:
     if model.startswith("mlp-"):
         return finetune(model.removeprefix("mlp-")) / "preds.parquet"
     return HEADS / model / "preds.parquet"
+
+
+def live(stage: str, name: str) -> Path:
+    """DVCLive folder of a stage run (metrics.json summary + plots/), small and git-tracked like metrics."""
+    return Path("dvclive") / f"{stage}-{name}"

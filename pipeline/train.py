@@ -154,8 +154,41 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
     return history
 
 
+class LiveLogger:
+    """DVCLive: train loss/lr every `every` steps, valid metrics per evaluation, a summary at the end.
+    `dvcyaml=None`: our dvc.yaml declares the metrics and plots (DVCLive would rewrite it otherwise)."""
+
+    def __init__(self, folder: Path | None, every: int = 10):
+        self.live, self.every = None, every
+        if folder is not None:
+            from dvclive import Live
+            self.live = Live(dir=str(folder), dvcyaml=None, save_dvc_exp=False, report=None)
+
+    def step(self, step: int, loss: float, groups) -> None:
+        if self.live and step % self.every == 0:
+            self.live.step = step
+            self.live.log_metric("train/loss", loss)
+            self.live.log_metric("train/lr", groups[0]["lr"])
+            self.live.next_step()
+
+    def epoch(self, row: dict) -> None:
+        if self.live:
+            self.live.step = row["step"]
+            for k, v in row.items():
+                if k.startswith("valid_") or k == "train_samples_per_s":
+                    self.live.log_metric(k.replace("valid_", "valid/").replace("train_samples_per_s",
+                                                                                 "train/samples_per_s"), v)
+            self.live.next_step()
+
+    def end(self, summary: dict) -> None:
+        if self.live:
+            self.live.summary["seconds"] = summary["seconds"]  # the rest is already in the step metrics
+            self.live.make_summary()
+            self.live.end()
+
+
 def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = paths.DATA,
-                 checkpoints: Path = paths.CHECKPOINTS) -> dict:
+                 checkpoints: Path = paths.CHECKPOINTS, live_dir: Path | None = None) -> dict:
     """Fine-tune backbone + MLP head. Writes model/ (HF folder), head.safetensors, preds.parquet
     (valid + test scores), history.json (one row per epoch)."""
     cfg, ft = params.backbones[backbone], params.finetune
@@ -171,8 +204,9 @@ def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = path
     # Checkpoints are keyed by everything that shapes the run, so a changed param never resumes a stale run.
     ckpt = checkpoints / f"{backbone}-{content_hash([params.seed, cfg.model_dump(), ft.model_dump(), len(df)])}"
     t0 = time.perf_counter()
+    live = LiveLogger(live_dir)
     history = finetune(model, task, (toks["train"], ys["train"]), (toks["valid"], ys["valid"]), ft,
-                       params.seed, device, checkpoint_dir=ckpt)
+                       params.seed, device, checkpoint_dir=ckpt, on_epoch=live.epoch, on_step=live.step)
     seconds = time.perf_counter() - t0
     precision = resolve_precision(ft.precision, device)
     scores = {s: predict_scores(model, task, toks[s], ft.eval_batch_size, device, precision) for s in EVAL_SPLITS}
@@ -188,6 +222,7 @@ def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = path
     write_json(out / "history.json", history)
     summary = {"seconds": seconds, "device": str(device), "precision": precision, **history[-1]}
     write_json(out / "summary.json", summary)
+    live.end(summary)
     write_params(out, seed=params.seed, backbone=cfg, finetune=ft)
     shutil.rmtree(ckpt, ignore_errors=True)  # done: the next run of these params starts clean
     return summary

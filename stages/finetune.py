@@ -13,7 +13,8 @@ def _out(params, args):
 
 def main() -> None:
     artifact_stage("finetune", ["backbone"], __doc__, _out,
-                   lambda params, args, out: run_finetune(params, args.backbone, out))
+                   lambda params, args, out: run_finetune(params, args.backbone, out,
+                                                           live_dir=paths.live("finetune", args.backbone)))
 
 
 if __name__ == "__main__":
