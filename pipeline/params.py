@@ -86,7 +86,6 @@ class FinetuneParams(_Section):
     tf32: bool = True
     compile: bool = False
     bucket: bool = True  # length-bucketed batches with dynamic padding
-    num_workers: int = Field(0, ge=0)
     eval_batch_size: int = Field(128, gt=0)
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = no mid-run checkpoints
 
