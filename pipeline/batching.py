@@ -65,10 +65,15 @@ def sorted_batches(lengths: np.ndarray, batch_size: int, bucket: bool = True) ->
 
 @torch.inference_mode()
 def map_batches(fn, tok: Tokenized, batch_size: int, device: torch.device, bucket: bool = True,
-                pad_to: int | None = None) -> np.ndarray:
+                pad_to: int | None = None, desc: str = "batches") -> np.ndarray:
     """Apply `fn(input_ids, attention_mask) -> (B, D)` to every row; returns float32 (N, D) in input order."""
+    from tqdm.auto import tqdm
+
     out: np.ndarray | None = None
-    for idx in sorted_batches(tok.lengths, batch_size, bucket):
+    n = -(-len(tok.ids) // batch_size)
+    # disable=None: a bar on a terminal, silent in CI logs and under DVC's captured output
+    for idx in tqdm(sorted_batches(tok.lengths, batch_size, bucket), total=n, desc=desc, disable=None,
+                    mininterval=5, leave=False):
         b = collate(tok, idx, pad_to)
         y = fn(b["input_ids"].to(device, non_blocking=True), b["attention_mask"].to(device, non_blocking=True))
         y = y.float().cpu().numpy()

@@ -30,7 +30,7 @@ def embed_frame(encoder, texts, cfg_embed, max_length: int, device) -> np.ndarra
     def fn(ids, mask):
         with autocast(precision, device):
             return encoder(ids, mask)
-    return map_batches(fn, tok, cfg_embed.batch_size, device, cfg_embed.bucket)
+    return map_batches(fn, tok, cfg_embed.batch_size, device, cfg_embed.bucket, desc="embed")
 
 
 def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DATA) -> dict:
