@@ -37,6 +37,8 @@ class TextEncoder(nn.Module):
         self.model, self.tokenizer = model, tokenizer
         self.pooling, self.max_length = pooling, max_length
         self.hidden_size = model.config.hidden_size
+        if getattr(model, "pooler", None) is not None:
+            model.pooler.requires_grad_(False)  # BERT's pooler: we pool last_hidden_state ourselves
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from pipeline import PipelineError
@@ -50,8 +51,14 @@ def artifact_stage(name: str, ids: list[str], doc: str, out_for, run) -> None:
 
     def body(args) -> str:
         params = load_params(args.params)
-        with atomic_dir(out_for(params, args)) as tmp:
-            summary = run(params, args, tmp)
+        out = out_for(params, args)
+        if int(os.environ.get("RANK", 0)) != 0:  # DDP: rank 0 alone writes the artifact
+            import tempfile
+            with tempfile.TemporaryDirectory() as tmp:
+                summary = run(params, args, Path(tmp))
+        else:
+            with atomic_dir(out) as tmp:
+                summary = run(params, args, tmp)
         return str({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()
                     if not isinstance(v, (dict, list))})
 

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from pipeline import PipelineError
 from pipeline.params import FinetuneParams
 
 
@@ -85,6 +86,12 @@ def param_groups(model: nn.Module, cfg: FinetuneParams) -> list[dict]:
 def make_optimizer(groups: list[dict], cfg: FinetuneParams, device: torch.device) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise PipelineError("finetune.optimizer 'adamw8bit' needs `pip install bitsandbytes`") from None
+        return bnb.optim.AdamW8bit(groups, lr=cfg.lr)
     # fused AdamW is one kernel for all params on CUDA; foreach (multi-tensor) is the fast path on CPU.
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.AdamW(groups, lr=cfg.lr, **fast)

@@ -68,10 +68,12 @@ class FinetuneParams(_Section):
     max_steps: Optional[int] = Field(None, gt=0)  # caps the run (after epochs)
     batch_size: int = Field(32, gt=0)
     grad_accum: int = Field(1, ge=1)
+    # GPU: largest micro-batch that fits, grad accumulation keeps batch_size * grad_accum
+    auto_batch: bool = False
     lr: float = Field(5e-5, gt=0)
     head_lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd", "adamw8bit"] = "adamw"  # adamw8bit needs bitsandbytes
     momentum: float = Field(0.9, ge=0, lt=1)  # SGD (Nesterov)
     schedule: Literal[SCHEDULES] = "cosine"
     warmup_frac: float = Field(0.1, ge=0, lt=1)

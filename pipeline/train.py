@@ -26,6 +26,7 @@ from pipeline.io import content_hash, write_json, write_params
 from pipeline.model import Classifier, MLPHead
 from pipeline.optim import make_optimizer, param_groups, schedule_fn
 from pipeline.params import FinetuneParams, Params
+from pipeline.scale import finish_distributed, init_distributed, is_main, largest_fitting, memory_probe, shard, wrap
 from pipeline.schemes import make_scheme, save_adapted
 from pipeline.store import write_preds
 from pipeline.tasks import Task
@@ -83,12 +84,20 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
     """Train `model` in place. Returns one dict per evaluation: epoch, step, train_loss, valid metrics, speed."""
     seed_everything(seed)
     set_tf32(cfg.tf32)
+    rank, world, device = init_distributed(device)
     precision = resolve_precision(cfg.precision, device)
     model.to(device)
     tok, y = train
     target = task.torch_target(y)
-    n_batches = math.ceil(len(tok.ids) / cfg.batch_size)
-    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
+    micro, accum = cfg.batch_size, cfg.grad_accum
+    if cfg.auto_batch and device.type == "cuda":
+        micro, accum = largest_fitting(micro * accum, memory_probe(model, task, tok, y, device,
+                                                                    lambda: autocast(precision, device)))
+        log.info("auto_batch: micro-batch %d x accumulation %d", micro, accum)
+    elif cfg.auto_batch:
+        log.info("auto_batch: no GPU memory to probe on %s; batch %d x accumulation %d", device, micro, accum)
+    n_batches = math.ceil(len(tok.ids) / micro) // world  # per rank
+    steps_per_epoch = math.ceil(n_batches / accum)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
@@ -97,32 +106,33 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
     opt = make_optimizer(param_groups(model, cfg), cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule_fn(cfg.schedule, total, cfg.warmup_frac))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    forward = torch.compile(model, dynamic=True) if cfg.compile else model
+    forward = wrap(model, device, world, cfg.scheme)
+    forward = torch.compile(forward, dynamic=True) if cfg.compile else forward
     ckpt = Checkpointer(checkpoint_dir, cfg.checkpoint_every)
     step = ckpt.maybe_load(model, opt, sched)
 
-    log.info("fine-tuning: %d steps (%d per epoch), batch %d x accum %d, precision %s, scheme %s, device %s",
-             total, steps_per_epoch, cfg.batch_size, cfg.grad_accum, precision, cfg.scheme, device)
+    log.info("fine-tuning: %d steps (%d per epoch), batch %d x accum %d x %d rank(s), precision %s, scheme %s, "
+             "device %s", total, steps_per_epoch, micro, accum, world, precision, cfg.scheme, device)
     history, run_loss, run_n, t_train, seen = [], 0.0, 0, 0.0, 0
-    bar = tqdm(total=total, initial=step, desc="finetune", disable=None, mininterval=5)
+    bar = tqdm(total=total, initial=step, desc="finetune", disable=None if rank == 0 else True, mininterval=5)
     epoch_batches: dict[int, list] = {}
     while step < total:
         scheme.on_step(step)
         model.train()
         t0 = time.perf_counter()
-        for micro in range(cfg.grad_accum):
-            m = step * cfg.grad_accum + micro
-            epoch, pos = divmod(m, n_batches)
+        for k in range(accum):
+            epoch, pos = divmod(step * accum + k, n_batches)
             if epoch not in epoch_batches:
-                epoch_batches = {epoch: train_batches(tok.lengths, cfg.batch_size,
-                                                      np.random.default_rng([seed, epoch]), cfg.bucket)}
+                # identical on every rank (same seed), then each rank takes its share
+                epoch_batches = {epoch: shard(train_batches(tok.lengths, micro, np.random.default_rng([seed, epoch]),
+                                                            cfg.bucket), rank, world)}
             idx = epoch_batches[epoch][pos]
             b = collate(tok, idx)
             with autocast(precision, device):
                 logits = forward(b["input_ids"].to(device), b["attention_mask"].to(device))
-            loss = task.loss(logits, target[idx].to(device)) / cfg.grad_accum
+            loss = task.loss(logits, target[idx].to(device)) / accum
             scaler.scale(loss).backward()
-            run_loss += loss.item() * len(idx) * cfg.grad_accum
+            run_loss += loss.item() * len(idx) * accum
             run_n += len(idx)
             seen += len(idx)
         if cfg.grad_clip:
@@ -135,8 +145,9 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
         step += 1
         t_train += time.perf_counter() - t0
         bar.update(1)
-        ckpt.maybe_save(step, model, opt, sched)
-        if on_step:
+        if rank == 0:
+            ckpt.maybe_save(step, model, opt, sched)
+        if on_step and rank == 0:
             on_step(step, run_loss / max(run_n, 1), opt.param_groups)
         if step % steps_per_epoch == 0 or step == total:
             scores = predict_scores(model, task, valid[0], cfg.eval_batch_size, device, precision)
@@ -146,7 +157,7 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
                    **{f"valid_{k}": v for k, v in task.metrics(valid[1], scores).items()}}
             history.append(row)
             log.info("epoch %.2f: %s", row["epoch"], {k: round(v, 4) for k, v in row.items()})
-            if on_epoch:
+            if on_epoch and rank == 0:
                 on_epoch(row)
             run_loss, run_n = 0.0, 0
     bar.close()
@@ -204,10 +215,14 @@ def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = path
     # Checkpoints are keyed by everything that shapes the run, so a changed param never resumes a stale run.
     ckpt = checkpoints / f"{backbone}-{content_hash([params.seed, cfg.model_dump(), ft.model_dump(), len(df)])}"
     t0 = time.perf_counter()
-    live = LiveLogger(live_dir)
+    live = LiveLogger(live_dir if is_main() else None)
     history = finetune(model, task, (toks["train"], ys["train"]), (toks["valid"], ys["valid"]), ft,
                        params.seed, device, checkpoint_dir=ckpt, on_epoch=live.epoch, on_step=live.step)
     seconds = time.perf_counter() - t0
+    finish_distributed()
+    if not is_main():
+        return {"seconds": seconds, "rank": "not main: rank 0 writes the outputs"}
+    device = next(model.parameters()).device
     precision = resolve_precision(ft.precision, device)
     scores = {s: predict_scores(model, task, toks[s], ft.eval_batch_size, device, precision) for s in EVAL_SPLITS}
     model.cpu()
