@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -90,6 +91,22 @@ def test_full_repro_and_artifacts(repo):
     assert sum(weights.values()) == pytest.approx(1)
     assert (art / "evaluate" / "plots" / "confusion.csv").exists()
     assert "metrics.json" in sh(repo, "dvc", "metrics", "show")
+
+
+def test_predict_reproduces_the_stored_ensemble(repo):
+    data = pd.read_parquet(repo / "artifacts/data/dataset.parquet")
+    test = data[data["split"] == "test"]
+    test[["id", "text"]].to_csv(repo / "new.csv", index=False)
+    sh(repo, sys.executable, "-m", "stages.predict", "new.csv", "--out", "pred.csv", "--id-column", "id")
+    got = pd.read_csv(repo / "pred.csv", dtype={"id": str}).set_index("id")
+    want = pd.read_parquet(repo / "artifacts/ensemble/preds.parquet").set_index("id").loc[got.index]
+    assert len(got) == len(test)
+    assert np.allclose(got["score_0"], want["score_0"], atol=1e-4)
+    assert set(got["prediction"]) <= {"rotten", "fresh"}
+    (repo / "bad.csv").write_text("id,review\n1,x\n")
+    r = subprocess.run([sys.executable, "-m", "stages.predict", "bad.csv", "--out", "p.csv"], cwd=repo,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "bad.csv: missing column 'text'" in r.stderr and not (repo / "p.csv").exists()
 
 
 def test_unchanged_rerun_does_nothing(repo):

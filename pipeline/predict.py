@@ -1,0 +1,97 @@
+"""Predict on new texts with the stored artifacts (fine-tuned/pretrained backbones, heads, ensemble weights).
+
+Nothing is retrained: every ensemble member is recomputed from what the pipeline saved, with the same
+precision and storage dtype as in the pipeline, and combined with the weights in artifacts/ensemble.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from pipeline import PipelineError, paths
+from pipeline.accel import pick_device, resolve_precision
+from pipeline.backbones import make_backbone
+from pipeline.batching import tokenize
+from pipeline.data import DataError, read_prepared, read_table
+from pipeline.embed import embed_frame
+from pipeline.ensemble import combine
+from pipeline.io import read_json
+from pipeline.model import Classifier, MLPHead
+from pipeline.params import Params
+from pipeline.schemes import load_finetuned_encoder
+from pipeline.train import predict_scores
+
+
+def _member(params: Params, name: str) -> tuple[str, str]:
+    """`<features>-<head>` -> (features, head), matched against the params (names may contain '-')."""
+    for f in list(params.sources) + list(params.concat):
+        for h in params.heads:
+            if name == f"{f}-{h}":
+                return f, h
+    raise PipelineError(f"ensemble member {name!r} is not a <features>-<head> of params.yaml")
+
+
+def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """-> (ensemble scores (N, K), {member: scores}) for raw texts."""
+    ens = read_json(paths.ENSEMBLE / "weights.json") if (paths.ENSEMBLE / "weights.json").exists() else None
+    if ens is None:
+        raise PipelineError(f"{paths.ENSEMBLE}/weights.json: not found (run `dvc repro` first)")
+    _, task = read_prepared(paths.DATA)
+    device = pick_device()
+    cache: dict[str, np.ndarray] = {}
+
+    def source(name: str) -> np.ndarray:
+        if name not in cache:
+            src = params.sources[name]
+            cfg = params.backbones[src.backbone]
+            enc = load_finetuned_encoder(cfg, paths.finetune(src.backbone)) if src.from_ == "finetune" \
+                else make_backbone(cfg)
+            X = embed_frame(enc, texts, params.embed, cfg.max_length, device)
+            cache[name] = X.astype(params.embed.dtype).astype(np.float32)  # what the heads saw in the cache
+        return cache[name]
+
+    members = {}
+    for name in ens["weights"]:
+        if name.startswith("mlp-"):
+            bb = name.removeprefix("mlp-")
+            cfg, folder = params.backbones[bb], paths.finetune(bb)
+            model = Classifier(load_finetuned_encoder(cfg, folder), MLPHead.load(folder / "head.safetensors"))
+            model.to(device)
+            members[name] = predict_scores(model, task, tokenize(model.encoder.tokenizer, texts, cfg.max_length),
+                                           params.finetune.eval_batch_size, device,
+                                           resolve_precision(params.finetune.precision, device))
+        else:
+            features, head = _member(params, name)
+            X = np.hstack([source(p) for p in params.concat.get(features, [features])])
+            members[name] = joblib.load(paths.head(features, head) / "head.joblib").scores(X)
+    w = np.array([ens["weights"][m] for m in members])
+    return combine(list(members.values()), w, ens.get("method", "mean")), members
+
+
+def predict_file(params: Params, path: str | Path, out: str | Path, text_column: str | None = None,
+                 id_column: str | None = None) -> pd.DataFrame:
+    """Read texts from CSV/Parquet/JSONL, write id, score_*, prediction to `out` (.csv or .parquet)."""
+    df = read_table(path)
+    col = text_column or params.data.text_column
+    if col not in df.columns:
+        raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
+    empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+    if empty.any():
+        raise DataError(f"{path}: empty text in rows {[int(i) for i in np.flatnonzero(empty)[:5]]}")
+    scores, _ = predict_texts(params, df[col].astype(str).str.strip().tolist())
+    _, task = read_prepared(paths.DATA)
+    res = pd.DataFrame({"id": df[id_column].astype(str) if id_column else df.index.astype(str)})
+    for k in range(scores.shape[1]):
+        res[f"score_{k}"] = scores[:, k]
+    hard = task.hard(scores)
+    res["prediction"] = hard if task.kind in ("regression", "multilabel") and hard.ndim == 1 else (
+        np.asarray(task.classes)[hard] if task.kind in ("binary", "multiclass") else list(map(list, hard)))
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    (res.to_parquet(tmp, index=False) if out.suffix == ".parquet" else res.to_csv(tmp, index=False))
+    tmp.replace(out)  # no half-written file if interrupted
+    return res
