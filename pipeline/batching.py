@@ -29,8 +29,10 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> Tokenized:
     return Tokenized(enc["input_ids"], tokenizer.pad_token_id or 0)
 
 
-def collate(tok: Tokenized, idx: Sequence[int], pad_to: int | None = None) -> dict[str, torch.Tensor]:
-    """Pad the rows `idx` to the longest among them (or to `pad_to`, the naive fixed-length baseline)."""
+def collate(tok: Tokenized, idx: Sequence[int], pad_to: int | None = None,
+            pin: bool = False) -> dict[str, torch.Tensor]:
+    """Pad the rows `idx` to the longest among them (or to `pad_to`, the naive fixed-length baseline).
+    pin: page-locked memory, so `.to(cuda, non_blocking=True)` overlaps the copy with compute."""
     rows = [tok.ids[i] for i in idx]
     width = pad_to or max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
@@ -39,6 +41,8 @@ def collate(tok: Tokenized, idx: Sequence[int], pad_to: int | None = None) -> di
         n = min(len(row), width)
         ids[r, :n] = torch.as_tensor(row[:n])
         mask[r, :n] = 1
+    if pin:
+        ids, mask = ids.pin_memory(), mask.pin_memory()
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -74,7 +78,7 @@ def map_batches(fn, tok: Tokenized, batch_size: int, device: torch.device, bucke
     # disable=None: a bar on a terminal, silent in CI logs and under DVC's captured output
     for idx in tqdm(sorted_batches(tok.lengths, batch_size, bucket), total=n, desc=desc, disable=None,
                     mininterval=5, leave=False):
-        b = collate(tok, idx, pad_to)
+        b = collate(tok, idx, pad_to, pin=device.type == "cuda")
         y = fn(b["input_ids"].to(device, non_blocking=True), b["attention_mask"].to(device, non_blocking=True))
         y = y.float().cpu().numpy()
         if out is None:

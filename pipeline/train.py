@@ -127,9 +127,10 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
                 epoch_batches = {epoch: shard(train_batches(tok.lengths, micro, np.random.default_rng([seed, epoch]),
                                                             cfg.bucket), rank, world)}
             idx = epoch_batches[epoch][pos]
-            b = collate(tok, idx)
+            b = collate(tok, idx, pin=device.type == "cuda")
             with autocast(precision, device):
-                logits = forward(b["input_ids"].to(device), b["attention_mask"].to(device))
+                logits = forward(b["input_ids"].to(device, non_blocking=True),
+                                 b["attention_mask"].to(device, non_blocking=True))
             loss = task.loss(logits, target[idx].to(device)) / accum
             scaler.scale(loss).backward()
             run_loss += loss.item() * len(idx) * accum
