@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pipeline.accel import pick_device
 from pipeline.backbones import make_backbone
-from pipeline.batching import map_batches, tokenize
+from pipeline.batching import tokenize
 from pipeline.data import prepare_dataset
 from pipeline.embed import embed_frame
 from pipeline.params import load_params

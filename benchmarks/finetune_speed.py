@@ -15,7 +15,6 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from pipeline.accel import pick_device

@@ -40,7 +40,7 @@ def read_features(folders: list[str | Path]) -> tuple[np.ndarray, pd.DataFrame]:
     """Concatenate several caches column-wise; their ids must agree row for row."""
     parts = [read_embeddings(f) for f in folders]
     index = parts[0][1]
-    for (X, idx), f in zip(parts[1:], folders[1:]):
+    for (_, idx), f in zip(parts[1:], folders[1:]):
         if not idx["id"].equals(index["id"]):
             raise PipelineError(f"{f}: rows do not match {folders[0]} (embed both from the same data)")
     return np.hstack([X for X, _ in parts]), index
