@@ -43,6 +43,7 @@ def artifact_stage(name: str, ids: list[str], doc: str, out_for, run) -> None:
     """
     from pipeline.io import atomic_dir
     from pipeline.params import load_params
+    from pipeline.scale import is_main
 
     p = argparse.ArgumentParser(description=doc)
     for i in ids:
@@ -52,7 +53,7 @@ def artifact_stage(name: str, ids: list[str], doc: str, out_for, run) -> None:
     def body(args) -> str:
         params = load_params(args.params)
         out = out_for(params, args)
-        if int(os.environ.get("RANK", 0)) != 0:  # DDP: rank 0 alone writes the artifact
+        if not is_main():  # DDP: rank 0 alone writes the artifact
             import tempfile
             with tempfile.TemporaryDirectory() as tmp:
                 summary = run(params, args, Path(tmp))
