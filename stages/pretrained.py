@@ -4,7 +4,7 @@ Embeddings of the pretrained backbone depend on this folder, so they rerun when 
 not when a fine-tuning param does.
 """
 from pipeline import paths
-from pipeline.backbones import fingerprint
+from pipeline.backbones import fingerprint, resolve_model_path
 from pipeline.cli import artifact_stage
 from pipeline.io import write_json, write_params
 from pipeline.params import ParamsError
@@ -21,7 +21,7 @@ def _run(params, args, out) -> dict:
     fp = fingerprint(cfg.name)
     write_json(out / "backbone.json", {"name": cfg.name, **fp})
     write_params(out, backbone=cfg)
-    return {"name": cfg.name, "path": fp["path"], "files_hashed": len(fp["files"])}
+    return {"name": cfg.name, "path": resolve_model_path(cfg.name), "files_hashed": len(fp["files"])}
 
 
 def main() -> None:

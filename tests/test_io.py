@@ -28,3 +28,14 @@ def test_stale_tmp_of_dead_process_is_removed(tmp_path):
     with atomic_dir("artifacts/y"):
         pass
     assert not stale.exists()
+
+
+def test_backbone_fingerprint_hashes_weights_not_paths(tiny_model_dir):
+    import hashlib
+
+    from pipeline.backbones import fingerprint
+
+    fp = fingerprint(str(tiny_model_dir))
+    assert set(fp) == {"files"} and str(tiny_model_dir) not in repr(fp)
+    want = hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert fp["files"]["model.safetensors"] == want
