@@ -1,6 +1,8 @@
 """Ensemble and evaluation runs: read every model's predictions, combine, and score on test.
 
-Predictions are aligned by id, so members may come from any stage. Weights are fit on validation only.
+Predictions are aligned by id, so members may come from any stage. Weights are fit on the valid rows, plus
+the train rows for which every member wrote an out-of-fold prediction (k-fold heads on pretrained features);
+never on test.
 """
 from __future__ import annotations
 
@@ -21,29 +23,38 @@ from pipeline.tasks import Task
 log = logging.getLogger(__name__)
 
 
-def aligned(models: list[str], df: pd.DataFrame, task: Task, split: str) -> tuple[np.ndarray, list[np.ndarray], pd.Series]:
-    """-> (y, [scores per model], ids) for one split, rows in the dataset's order."""
+def aligned(models: list[str], df: pd.DataFrame, task: Task, split: str,
+            optional: str | None = None) -> tuple[np.ndarray, list[np.ndarray], pd.Series]:
+    """-> (y, [scores per model], ids) for one split, rows in the dataset's order. Every member must predict
+    every row of `split`; rows of the `optional` split are added where every member predicts them."""
+    preds = {m: read_preds(paths.preds(m)).set_index("id") for m in models}
     rows = df[df["split"] == split]
-    out = []
-    for m in models:
-        p = read_preds(paths.preds(m)).set_index("id")
+    for m, p in preds.items():
         missing = ~rows["id"].isin(p.index)
         if missing.any():
             raise PipelineError(f"{paths.preds(m)}: no {split} predictions for ids {rows['id'][missing].head(5).tolist()}")
-        out.append(score_matrix(p.loc[rows["id"]].reset_index()))
+    if optional:
+        extra = df[df["split"] == optional]
+        extra = extra[np.logical_and.reduce([extra["id"].isin(p.index) for p in preds.values()])]
+        rows = pd.concat([rows, extra])
+    out = [score_matrix(p.loc[rows["id"]].reset_index()) for p in preds.values()]
     return task.encode(rows["label"]), out, rows["id"]
 
 
 def run_ensemble(params: Params, out: Path, data_dir: Path = paths.DATA) -> dict:
     cfg = params.ensemble
     df, task = read_prepared(data_dir)
-    y_va, s_va, ids_va = aligned(cfg.members, df, task, "valid")
-    weights, loss = fit_weights(task, y_va, s_va, cfg.grid_step, cfg.method)
+    y_fit, s_fit, ids_fit = aligned(cfg.members, df, task, "valid", optional="train")
+    weights, loss = fit_weights(task, y_fit, s_fit, cfg.grid_step, cfg.method)
+    n_va = int((df["split"] == "valid").sum())  # valid rows come first in `aligned`
+    s_va, ids_va = [s[:n_va] for s in s_fit], ids_fit[:n_va]
     _, s_te, ids_te = aligned(cfg.members, df, task, "test")
     scores = np.vstack([combine(s_va, weights, cfg.method), combine(s_te, weights, cfg.method)])
     write_preds(out / "preds.parquet", np.concatenate([ids_va, ids_te]),
                 ["valid"] * len(ids_va) + ["test"] * len(ids_te), scores)
-    report = {"weights": dict(zip(cfg.members, map(float, weights))), "valid_loss": loss, "method": cfg.method}
+    report = {"weights": dict(zip(cfg.members, map(float, weights))), "fit_loss": loss, "method": cfg.method,
+              "fit_rows": {"valid": n_va, "train_oof": len(ids_fit) - n_va}}
+    log.info("ensemble weights fit on %d valid + %d train OOF rows", n_va, len(ids_fit) - n_va)
     write_json(out / "weights.json", report)
     write_params(out, ensemble=cfg)
     return report

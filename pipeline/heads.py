@@ -1,6 +1,6 @@
 """Heads on cached embeddings: `make_head(cfg, task)` -> Head with fit(X, y) and scores(X).
 
-Kinds: svm (SVC / SVR), logistic, ridge, knn. Backends: cuML (GPU; imported lazily, chosen by `auto` when it
+Kinds: svm (SVC / SVR), logistic, ridge, knn, mlp (the fine-tuning MLP head on cached embeddings, torch). Backends: cuML (GPU; imported lazily, chosen by `auto` when it
 imports and a GPU is present, or forced by `backend: cuml`), scikit-learn-intelex, scikit-learn. Every backend
 sees the same standardized/L2-normalized inputs, and regression targets scaled to [0, 1].
 """
@@ -36,17 +36,24 @@ def cuml_available() -> bool:
         return False
 
 
+def sklearnex_available() -> bool:
+    try:
+        importlib.import_module("sklearnex")
+        return True
+    except ImportError:
+        return False
+
+
 def resolve_backend(requested: str) -> str:
+    """auto: cuML on a GPU, else scikit-learn-intelex when installed (same results, 7-15x faster SVC fits
+    here: benchmarks/RESULTS.md), else scikit-learn."""
     if requested == "auto":
-        return "cuml" if cuml_available() else "sklearn"
+        return "cuml" if cuml_available() else "sklearnex" if sklearnex_available() else "sklearn"
     if requested == "cuml" and not cuml_available():
         raise PipelineError("heads backend 'cuml' needs an NVIDIA GPU and `pip install svmft[gpu]` (cuML); "
                             "use backend: auto or sklearn here")
-    if requested == "sklearnex":
-        try:
-            importlib.import_module("sklearnex")
-        except ImportError:
-            raise PipelineError("heads backend 'sklearnex' needs `pip install scikit-learn-intelex`") from None
+    if requested == "sklearnex" and not sklearnex_available():
+        raise PipelineError("heads backend 'sklearnex' needs `pip install scikit-learn-intelex`")
     return requested
 
 
@@ -101,25 +108,63 @@ class Head:
         raise PipelineError(f"unknown head kind {kind!r}")
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_cal: np.ndarray | None = None,
-            y_cal: np.ndarray | None = None) -> "Head":
+            y_cal: np.ndarray | None = None, calibrate: bool = True) -> "Head":
         """X (N, D) float; y as Task.encode gives it (class ids, 0/1 matrix, or original-scale values).
-        X_cal/y_cal: the split that Platt-calibrates SVC margins when calibration is 'valid'."""
+        X_cal/y_cal: the split that Platt-calibrates SVC margins when calibration is 'valid'.
+        calibrate=False leaves `calibrators` for the caller to set (k-fold heads share cross-fitted ones)."""
         Xn = self._norm(X, fit=True)
         t = self.task
+        if self.cfg.kind == "mlp":
+            from pipeline.mlp_head import EmbeddingMLP
+            c = self.cfg
+            self.models = [EmbeddingMLP(t, c.hidden, c.dropout, c.epochs, c.lr, self.C).fit(
+                Xn, y, None if X_cal is None else self._norm(X_cal), y_cal)]
+            return self
         if t.kind == "regression" or self.cfg.kind == "ridge":
             cols = self._regression_targets(y)
             self.models = [self._make(True).fit(Xn, cols[:, k]) for k in range(cols.shape[1])]
             return self
         ys = [y[:, k].astype(int) for k in range(y.shape[1])] if t.kind == "multilabel" else [y]
         self.models = [self._make(False).fit(Xn, yk) for yk in ys]
-        if self.cfg.kind == "svm" and self.cfg.calibration != "none":
+        if calibrate and self.needs_calibration:
             self.calibrators = [self._calibrate(m, Xn, yk, X_cal, y_cal, k)
                                 for k, (m, yk) in enumerate(zip(self.models, ys))]
         return self
 
+    @property
+    def needs_calibration(self) -> bool:
+        return self.cfg.kind == "svm" and self.cfg.calibration != "none" and self.task.kind != "regression"
+
+    def margins(self, X: np.ndarray) -> list[np.ndarray]:
+        """Raw SVC decision scores, one (N, 1 or K) array per estimator."""
+        Xn = self._norm(X)
+        return [_margins(m, Xn) for m in self.models]
+
+    def heldout_scores(self, X: np.ndarray, y: np.ndarray, k: int = 5) -> np.ndarray:
+        """Scores of the calibration split itself, each row from a calibrator fit on the other folds.
+
+        With calibration 'valid' the Platt step is fit on valid, so `scores(X_valid)` would be in-sample: a
+        multinomial calibrator over 10 classes fits 110 numbers on a few hundred rows and its valid loss looks
+        far better than its test loss, which misleads C selection and the ensemble weights.
+        """
+        if not (self.needs_calibration and self.cfg.calibration == "valid"):
+            return self.scores(X)
+        from sklearn.model_selection import KFold
+
+        ms = self.margins(X)
+        ys = [y[:, e].astype(int) for e in range(len(ms))] if self.task.kind == "multilabel" else [y.astype(int)]
+        probs = [np.zeros((len(X), len(np.unique(yk)))) for yk in ys]
+        for tr, te in KFold(k, shuffle=True, random_state=0).split(X):
+            for e, (d, yk) in enumerate(zip(ms, ys)):
+                cal = platt(d[tr], yk[tr])
+                # a fold may miss a rare class: put each calibrator column where its class belongs
+                probs[e][np.ix_(te, np.searchsorted(np.unique(yk), cal.classes_))] = cal.predict_proba(d[te])
+        if self.task.kind == "multilabel":
+            return np.column_stack([p[:, 1] for p in probs])
+        return probs[0][:, 1:2] if self.task.kind == "binary" else probs[0]
+
     def _calibrate(self, m, Xn, y, X_cal, y_cal, k: int):
         """Platt scaling: a logistic regression from margins to labels (multinomial for multiclass)."""
-        from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold
 
         if self.cfg.calibration == "valid":
@@ -131,7 +176,7 @@ class Head:
             for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(Xn, y):
                 d[te] = _margins(self._make(False).fit(Xn[tr], y[tr]), Xn[te])
             yc = y
-        return LogisticRegression(C=1e4, max_iter=1000).fit(d, yc)
+        return platt(d, yc)
 
     def _regression_targets(self, y: np.ndarray) -> np.ndarray:
         t = self.task
@@ -145,6 +190,8 @@ class Head:
         """X (N, D) -> scores (N, K) as described in tasks.py."""
         Xn = self._norm(X)
         t = self.task
+        if self.cfg.kind == "mlp":
+            return self.models[0].scores(Xn)
         if t.kind == "regression" or self.cfg.kind == "ridge":
             out = np.clip(np.column_stack([_np(m.predict(Xn)) for m in self.models]), 0, 1)
             if t.kind == "regression":
@@ -166,6 +213,12 @@ class Head:
             return np.column_stack([1 - p1, p1])
         e = np.exp(d - d.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
+
+
+def platt(d: np.ndarray, y: np.ndarray):
+    """Margins (N, m) -> calibrated probabilities: an (almost) unregularized logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(C=1e4, max_iter=1000).fit(d, y)
 
 
 def _margins(m, Xn: np.ndarray) -> np.ndarray:
@@ -190,7 +243,7 @@ def fit_head(cfg: HeadParams, task: Task, X_train, y_train, X_valid, y_valid) ->
     report, best, best_loss = {"backend": backend, "grid": {}}, None, np.inf
     for C in grid:
         head = Head(cfg, task, backend, C).fit(X_train, y_train, X_valid, y_valid)
-        loss = task.selection_loss(y_valid, head.scores(X_valid))
+        loss = task.selection_loss(y_valid, head.heldout_scores(X_valid, y_valid))
         report["grid"][str(C)] = loss
         log.info("head %s C=%g backend=%s valid loss %.4f", cfg.kind, C, backend, loss)
         if loss < best_loss:
@@ -205,17 +258,35 @@ def feature_folders(params: Params, features: str) -> list[Path]:
 
 
 def run_head(params: Params, features: str, head_name: str, out: Path, data_dir: Path = paths.DATA) -> dict:
-    """Fit a head on cached features (a source or a concat of sources): train to fit, valid to choose C."""
+    """Fit a head on cached features (a source or a concat of sources) -> preds.parquet, head.joblib,
+    report.json. Without folds: fit on train, choose C on valid, predict valid + test. With folds: see
+    pipeline/folds.py; OOF predictions are written for valid rows, and for train rows too when no part of
+    the features was fine-tuned (a fine-tuned backbone saw the train labels, so its train OOF would flatter it)."""
+    from pipeline.folds import fit_folded
+
     cfg = params.heads[head_name]
     _, task = read_prepared(data_dir)
     X, index = read_features(feature_folders(params, features))
     y = task.encode(index["label"])
     sel = {s: (index["split"] == s).to_numpy() for s in ("train", *EVAL_SPLITS)}
     t0 = time.perf_counter()
-    head, report = fit_head(cfg, task, X[sel["train"]], y[sel["train"]], X[sel["valid"]], y[sel["valid"]])
+    if cfg.folds:
+        dev = sel["train"] | sel["valid"]
+        head, oof, report = fit_folded(cfg, task, X[dev], y[dev], cfg.folds, params.seed)
+        clean = all(params.sources[p].from_ == "pretrained" for p in params.concat.get(features, [features]))
+        keep = sel["valid"][dev] | (sel["train"][dev] if clean else False)
+        ids, splits = index["id"][dev][keep], index["split"][dev][keep]
+        scores = np.vstack([oof[keep], head.scores(X[sel["test"]])])
+        ids = np.concatenate([ids, index["id"][sel["test"]]])
+        splits = np.concatenate([splits, index["split"][sel["test"]]])
+        report["oof_rows"] = int(keep.sum())
+    else:
+        head, report = fit_head(cfg, task, X[sel["train"]], y[sel["train"]], X[sel["valid"]], y[sel["valid"]])
+        ids = np.concatenate([index["id"][sel["valid"]], index["id"][sel["test"]]])
+        splits = np.concatenate([index["split"][sel["valid"]], index["split"][sel["test"]]])
+        scores = np.vstack([head.heldout_scores(X[sel["valid"]], y[sel["valid"]]), head.scores(X[sel["test"]])])
     report["fit_seconds"] = time.perf_counter() - t0
-    ev = sel["valid"] | sel["test"]
-    write_preds(out / "preds.parquet", index["id"][ev], index["split"][ev], head.scores(X[ev]))
+    write_preds(out / "preds.parquet", ids, splits, scores)
     joblib.dump(head, out / "head.joblib")
     write_json(out / "report.json", report)
     write_params(out, head=cfg, features=[str(f) for f in feature_folders(params, features)])
