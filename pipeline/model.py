@@ -43,5 +43,6 @@ class Classifier(nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(input_ids, attention_mask))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """(input_ids, attention_mask) for text, (pixels,) for images -> logits (B, n_out)."""
+        return self.head(self.encoder(*inputs))

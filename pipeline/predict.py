@@ -1,4 +1,4 @@
-"""Predict on new texts with the stored artifacts (fine-tuned/pretrained backbones, heads, ensemble weights).
+"""Predict on new texts or images with the stored artifacts (fine-tuned/pretrained backbones, heads, ensemble weights).
 
 Nothing is retrained: every ensemble member is recomputed from what the pipeline saved, with the same
 precision and storage dtype as in the pipeline, and combined with the weights in artifacts/ensemble.
@@ -15,7 +15,6 @@ import pandas as pd
 from pipeline import PipelineError, paths
 from pipeline.accel import pick_device, resolve_precision
 from pipeline.backbones import make_backbone
-from pipeline.batching import tokenize
 from pipeline.data import DataError, read_prepared, read_table
 from pipeline.embed import embed_frame
 from pipeline.ensemble import combine
@@ -36,7 +35,7 @@ def _member(params: Params, name: str) -> tuple[str, str]:
 
 
 def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """-> (ensemble scores (N, K), {member: scores}) for raw texts."""
+    """-> (ensemble scores (N, K), {member: scores}) for raw texts, or image paths for image backbones."""
     ens = read_json(paths.ENSEMBLE / "weights.json") if (paths.ENSEMBLE / "weights.json").exists() else None
     if ens is None:
         raise PipelineError(f"{paths.ENSEMBLE}/weights.json: not found (run `dvc repro` first)")
@@ -50,7 +49,7 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
             cfg = params.backbones[src.backbone]
             enc = load_finetuned_encoder(cfg, paths.finetune(src.backbone)) if src.from_ == "finetune" \
                 else make_backbone(cfg)
-            X = embed_frame(enc, texts, params.embed, cfg.max_length, device)
+            X = embed_frame(enc, texts, params.embed, device)
             cache[name] = X.astype(params.embed.dtype).astype(np.float32)  # what the heads saw in the cache
         return cache[name]
 
@@ -61,7 +60,7 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
             cfg, folder = params.backbones[bb], paths.finetune(bb)
             model = Classifier(load_finetuned_encoder(cfg, folder), MLPHead.load(folder / "head.safetensors"))
             model.to(device)
-            members[name] = predict_scores(model, task, tokenize(model.encoder.tokenizer, texts, cfg.max_length),
+            members[name] = predict_scores(model, task, model.encoder.prepare(texts),
                                            params.finetune.eval_batch_size, device,
                                            resolve_precision(params.finetune.precision, device))
         else:
@@ -73,16 +72,27 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
 
 
 def predict_file(params: Params, path: str | Path, out: str | Path, text_column: str | None = None,
-                 id_column: str | None = None) -> pd.DataFrame:
-    """Read texts from CSV/Parquet/JSONL, write id, score_*, prediction to `out` (.csv or .parquet)."""
+                 id_column: str | None = None, image_root: str | None = None) -> pd.DataFrame:
+    """Read texts (or image paths, relative to image_root, default the file's folder) from CSV/Parquet/JSONL,
+    write id, score_*, prediction to `out` (.csv or .parquet)."""
     df = read_table(path)
-    col = text_column or params.data.text_column
+    images = bool(params.data.image_column or params.data.source == "folder")
+    col = text_column or (params.data.image_column or "image" if images else params.data.text_column)
     if col not in df.columns:
         raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
     empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
     if empty.any():
-        raise DataError(f"{path}: empty text in rows {[int(i) for i in np.flatnonzero(empty)[:5]]}")
-    scores, _ = predict_texts(params, df[col].astype(str).str.strip().tolist())
+        raise DataError(f"{path}: empty {col} in rows {[int(i) for i in np.flatnonzero(empty)[:5]]}")
+    items = df[col].astype(str).str.strip().tolist()
+    if images:
+        from pipeline.vision import unreadable
+        root = Path(image_root) if image_root else Path(path).parent
+        items = [str(root / p) for p in items]
+        missing, broken = unreadable(items)
+        if (missing | broken).any():
+            raise DataError(f"{path}: missing images in rows {np.flatnonzero(missing)[:5].tolist()}, "
+                            f"unreadable in rows {np.flatnonzero(broken)[:5].tolist()}")
+    scores, _ = predict_texts(params, items)
     _, task = read_prepared(paths.DATA)
     res = pd.DataFrame({"id": df[id_column].astype(str) if id_column else df.index.astype(str)})
     for k in range(scores.shape[1]):

@@ -14,6 +14,7 @@ import math
 import os
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -78,17 +79,15 @@ def largest_fitting(effective: int, fits: Callable[[int], bool]) -> tuple[int, i
 
 def memory_probe(model, task, tok, y, device, autocast_ctx) -> Callable[[int], bool]:
     """fits(b): one forward + backward on the b longest training rows (the worst case) without OOM."""
-    from pipeline.batching import collate
-
-    order = sorted(range(len(tok.ids)), key=lambda i: -len(tok.ids[i]))
+    order = np.argsort(-tok.lengths, kind="stable")
     target = task.torch_target(y)
 
     def fits(b: int) -> bool:
         idx = order[:b]
-        batch = collate(tok, idx)
+        batch = tok.batch(idx)
         try:
             with autocast_ctx():
-                logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+                logits = model(*(t.to(device) for t in batch))
             task.loss(logits, target[idx].to(device)).backward()
             return True
         except torch.cuda.OutOfMemoryError:

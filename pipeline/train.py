@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from pipeline import paths
 from pipeline.accel import autocast, pick_device, resolve_precision, seed_everything, set_tf32
 from pipeline.backbones import make_backbone
-from pipeline.batching import Tokenized, collate, map_batches, tokenize, train_batches
-from pipeline.data import read_prepared
+from pipeline.batching import Tokenized, map_batches, train_batches
+from pipeline.data import input_column, read_prepared
 from pipeline.io import content_hash, write_json, write_params
 from pipeline.model import Classifier, MLPHead
 from pipeline.optim import make_optimizer, param_groups, schedule_fn
@@ -40,9 +40,9 @@ def predict_scores(model: Classifier, task: Task, tok: Tokenized, batch_size: in
     """Scores (N, K) for every row (see tasks.py for their meaning), in input order."""
     model.eval()
 
-    def fn(ids, mask):
+    def fn(*inputs):
         with autocast(precision, device):
-            return model(ids, mask)
+            return model(*inputs)
     logits = map_batches(fn, tok, batch_size, device)
     return task.scores_from_logits(torch.from_numpy(logits))
 
@@ -96,7 +96,7 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
         log.info("auto_batch: micro-batch %d x accumulation %d", micro, accum)
     elif cfg.auto_batch:
         log.info("auto_batch: no GPU memory to probe on %s; batch %d x accumulation %d", device, micro, accum)
-    n_batches = math.ceil(len(tok.ids) / micro) // world  # per rank
+    n_batches = math.ceil(len(tok) / micro) // world  # per rank
     steps_per_epoch = math.ceil(n_batches / accum)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     if cfg.max_steps:
@@ -127,10 +127,9 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
                 epoch_batches = {epoch: shard(train_batches(tok.lengths, micro, np.random.default_rng([seed, epoch]),
                                                             cfg.bucket), rank, world)}
             idx = epoch_batches[epoch][pos]
-            b = collate(tok, idx, pin=device.type == "cuda")
+            b = tok.batch(idx, pin=device.type == "cuda")
             with autocast(precision, device):
-                logits = forward(b["input_ids"].to(device, non_blocking=True),
-                                 b["attention_mask"].to(device, non_blocking=True))
+                logits = forward(*(t.to(device, non_blocking=True) for t in b))
             loss = task.loss(logits, target[idx].to(device)) / accum
             scaler.scale(loss).backward()
             run_loss += loss.item() * len(idx) * accum
@@ -211,7 +210,7 @@ def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = path
     head = MLPHead(encoder.hidden_size, task.n_outputs, ft.hidden, ft.dropout)
     model = Classifier(encoder, head)
     parts = {s: df[df["split"] == s] for s in ("train", *EVAL_SPLITS)}
-    toks = {s: tokenize(encoder.tokenizer, d["text"], cfg.max_length) for s, d in parts.items()}
+    toks = {s: encoder.prepare(d[input_column(d)]) for s, d in parts.items()}
     ys = {s: task.encode(d["label"]) for s, d in parts.items()}
     # Checkpoints are keyed by everything that shapes the run, so a changed param never resumes a stale run.
     ckpt = checkpoints / f"{backbone}-{content_hash([params.seed, cfg.model_dump(), ft.model_dump(), len(df)])}"

@@ -18,10 +18,11 @@ def _out(params, args):
 
 def _run(params, args, out) -> dict:
     cfg = params.backbones[args.backbone]
-    fp = fingerprint(cfg.name)
+    fp = fingerprint(cfg)
     write_json(out / "backbone.json", {"name": cfg.name, **fp})
     write_params(out, backbone=cfg)
-    return {"name": cfg.name, "path": resolve_model_path(cfg.name), "files_hashed": len(fp["files"])}
+    where = resolve_model_path(cfg.name) if cfg.modality == "text" else (cfg.pretrained_file or "timm, random init")
+    return {"name": cfg.name, "path": where, "files_hashed": len(fp["files"])}
 
 
 def main() -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,36 @@ def make_tiny_model(out: Path) -> Path:
     BertModel(cfg).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+def sh(cwd, *cmd, check=True) -> str:
+    """Run a command with this venv's bin first on PATH (DVC stage commands call `python`)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and r.returncode:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r.stdout + r.stderr
+
+
+def ran(output: str) -> set[str]:
+    """Stage names that `dvc repro` ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def make_repo(repo: Path, params: dict) -> Path:
+    """A git + DVC repo with this project's code, dvc.yaml, data/ and the given params: real `dvc repro` runs."""
+    for name in ("pipeline", "stages", "data"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "t@t")
+    sh(repo, "git", "config", "user.name", "t")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "init")
+    return repo
 
 
 def shrink_params(model_dir: Path) -> dict:

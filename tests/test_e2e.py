@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,21 +20,9 @@ import pytest
 import yaml
 import zarr
 
-from tests.conftest import ROOT, shrink_params
+from tests.conftest import make_repo, ran, sh, shrink_params
 
 pytestmark = pytest.mark.slow
-
-
-def sh(cwd, *cmd, check=True) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and r.returncode:
-        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r.stdout + r.stderr
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def set_param(repo: Path, dotted: str, value) -> None:
@@ -51,19 +37,7 @@ def set_param(repo: Path, dotted: str, value) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_model_dir):
-    repo = tmp_path_factory.mktemp("repo")
-    for name in ("pipeline", "stages"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
-    (repo / "params.yaml").write_text(yaml.safe_dump(shrink_params(tiny_model_dir), sort_keys=False))
-    sh(repo, "git", "init", "-q")
-    sh(repo, "git", "config", "user.email", "t@t")
-    sh(repo, "git", "config", "user.name", "t")
-    sh(repo, "dvc", "init", "-q")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "init")
-    return repo
+    return make_repo(tmp_path_factory.mktemp("repo"), shrink_params(tiny_model_dir))
 
 
 def test_full_repro_and_artifacts(repo):
@@ -129,6 +103,30 @@ def test_adding_a_head_runs_only_its_stages(repo):
     assert ran(out) == {"head@minilm_ft-logreg", "head@minilm_pt-logreg", "head-concat@both-logreg",
                         "ensemble", "evaluate"}
     assert "minilm_pt-logreg" in json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
+
+
+def test_kfold_heads_write_oof_rows_and_the_ensemble_fits_on_them(repo):
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    p["heads"]["svm"]["folds"] = 3
+    p["ensemble"]["members"] = ["minilm_pt-svm", "minilm_pt-logreg"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    out = sh(repo, "dvc", "repro")
+    assert ran(out) == {"head@minilm_ft-svm", "head@minilm_pt-svm", "head-concat@both-svm", "ensemble", "evaluate"}
+    art, data = repo / "artifacts", pd.read_parquet(repo / "artifacts/data/dataset.parquet")
+    n = data["split"].value_counts()
+    pt = pd.read_parquet(art / "heads/minilm_pt-svm/preds.parquet")["split"].value_counts()
+    assert pt.to_dict() == n.to_dict()  # pretrained features: OOF for every train and valid row
+    ft = pd.read_parquet(art / "heads/minilm_ft-svm/preds.parquet")["split"].value_counts()
+    assert set(ft.index) == {"valid", "test"}  # the fine-tuned backbone saw the train labels
+    rep = json.loads((art / "heads/minilm_pt-svm/report.json").read_text())
+    assert rep["folds"] == 3 and rep["oof_rows"] == n["train"] + n["valid"]
+    # logreg has no folds: it predicts no train rows, so the weights are fit on valid only ...
+    assert json.loads((art / "ensemble/weights.json").read_text())["fit_rows"] == {"valid": n["valid"], "train_oof": 0}
+    set_param(repo, "heads.logreg.folds", 3)
+    sh(repo, "dvc", "repro")
+    # ... and once every member is k-fold on pretrained features, on the train OOF rows as well
+    assert json.loads((art / "ensemble/weights.json").read_text())["fit_rows"] == {"valid": n["valid"],
+                                                                                   "train_oof": n["train"]}
 
 
 def test_changing_a_finetune_param_never_reruns_prepare(repo):

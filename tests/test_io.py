@@ -34,8 +34,9 @@ def test_backbone_fingerprint_hashes_weights_not_paths(tiny_model_dir):
     import hashlib
 
     from pipeline.backbones import fingerprint
+    from pipeline.params import BackboneParams
 
-    fp = fingerprint(str(tiny_model_dir))
+    fp = fingerprint(BackboneParams(name=str(tiny_model_dir)))
     assert set(fp) == {"files"} and str(tiny_model_dir) not in repr(fp)
     want = hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
     assert fp["files"]["model.safetensors"] == want
