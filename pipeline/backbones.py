@@ -50,6 +50,29 @@ class TextEncoder(nn.Module):
     def prepare(self, texts) -> Tokenized:
         return tokenize(self.tokenizer, texts, self.max_length)
 
+    # AutoFreeze starts later steps at a block: the two halves of forward() for BERT-style encoders
+    def forward_prefix(self, batch, k: int) -> torch.Tensor:
+        """(input_ids, attention_mask) -> hidden states (B, T, H) after the embeddings and blocks[:k]."""
+        ids, mask = batch
+        return self._run_blocks(self.model.embeddings(input_ids=ids), mask, 0, k)
+
+    def forward_from(self, hidden: torch.Tensor, batch, k: int) -> torch.Tensor:
+        """Hidden states after blocks[:k] -> the pooled embedding, as forward() gives it."""
+        mask = batch[1]
+        return pool(self._run_blocks(hidden, mask, k, None), mask, self.pooling)
+
+    def _run_blocks(self, h: torch.Tensor, mask: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        if not hasattr(self.model, "embeddings"):
+            raise PipelineError(f"{type(self.model).__name__}: AutoFreeze caching supports BERT-style encoders; "
+                                "set finetune.autofreeze_cache: none")
+        m = create_bidirectional_mask(config=self.model.config, inputs_embeds=h, attention_mask=mask)
+        for blk in self.blocks()[start:stop]:
+            out = blk(h, m)
+            h = out[0] if isinstance(out, tuple) else out
+        return h
+
     def blocks(self) -> list[nn.Module]:
         """Transformer layers, bottom to top (for discriminative lrs, gradual unfreezing, AutoFreeze)."""
         for path in ("encoder.layer", "layers", "transformer.layer", "h", "encoder.layers"):

@@ -16,7 +16,7 @@ from pipeline import PipelineError
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 HEAD_KINDS = ("svm", "logistic", "ridge", "knn", "mlp")
-SCHEMES = ("full", "freeze", "gradual", "lora", "adapter")
+SCHEMES = ("full", "freeze", "gradual", "lora", "adapter", "autofreeze")
 SCHEDULES = ("cosine", "linear", "constant", "slanted_triangular", "one_cycle", "cyclic")
 
 
@@ -105,6 +105,13 @@ class FinetuneParams(_Section):
     bucket: bool = True  # length-bucketed batches with dynamic padding
     eval_batch_size: int = Field(128, gt=0)
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = no mid-run checkpoints
+    # scheme autofreeze (pipeline/autofreeze.py): decide every `interval` epochs; freeze the front units whose
+    # gradient-norm change is <= this percentile of the trainable ones; cache the frozen prefix's output
+    autofreeze_interval: float = Field(0.25, gt=0)
+    autofreeze_percentile: float = Field(50, ge=0, le=100)
+    autofreeze_cache: Literal["auto", "memory", "zarr", "none"] = "auto"
+    autofreeze_cache_gb: float = Field(4.0, gt=0)  # auto: in memory up to this size (float32), else Zarr
+    autofreeze_cache_dtype: Literal["native", "float16"] = "native"  # native: what the prefix outputs
 
 
 class EmbedParams(_Section):

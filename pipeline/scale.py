@@ -57,9 +57,9 @@ def shard(batches: list, rank: int, world: int) -> list:
 def wrap(model: torch.nn.Module, device: torch.device, world: int, scheme: str) -> torch.nn.Module:
     if world == 1:
         return model
-    if scheme == "gradual":
-        # DDP registers gradient hooks once, at wrap time: parameters unfrozen later would never sync.
-        raise PipelineError("finetune.scheme 'gradual' is not supported under DDP; use full, freeze, lora or adapter")
+    if scheme in ("gradual", "autofreeze"):
+        # DDP registers gradient hooks once, at wrap time: parameters (un)frozen later would break its sync.
+        raise PipelineError(f"finetune.scheme {scheme!r} is not supported under DDP; use full, freeze, lora or adapter")
     from torch.nn.parallel import DistributedDataParallel
 
     # some architectures carry weights our pooling never uses; DDP must not wait for their gradients

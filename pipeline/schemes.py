@@ -41,6 +41,27 @@ class Scheme:
     def finish(self) -> None:
         """Called after the last step."""
 
+    def state_dict(self) -> dict:
+        """What a checkpoint must hold to resume this scheme exactly (tensors, numbers, lists)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def setup(self, inputs, device, precision: str, steps_per_epoch: int) -> None:
+        """Called once before training with the training inputs (AutoFreeze caches activations of them)."""
+
+    def after_backward(self) -> None:
+        """Called after each backward pass, gradients in place."""
+
+    def batch(self, inputs, idx, pin: bool = False) -> tuple:
+        """The inputs of training rows `idx` (AutoFreeze skips decoding images it has cached)."""
+        return inputs.batch(idx, pin=pin)
+
+    def forward(self, forward, idx, batch):
+        """Logits for training rows `idx`; `batch` is their inputs on the device."""
+        return forward(*batch)
+
     def trainable_backbone(self) -> bool:
         return True
 
@@ -178,4 +199,7 @@ SCHEMES = {"full": Full, "freeze": Freeze, "gradual": Gradual, "lora": Adapted, 
 
 
 def make_scheme(cfg: FinetuneParams, model: nn.Module, total: int) -> Scheme:
+    if cfg.scheme == "autofreeze":
+        from pipeline.autofreeze import AutoFreeze
+        return AutoFreeze(model, cfg, total)
     return SCHEMES[cfg.scheme](model, cfg, total)

@@ -53,20 +53,20 @@ class Checkpointer:
     def __init__(self, folder: str | Path | None, every: int):
         self.folder, self.every = (Path(folder) if folder else None), every
 
-    def maybe_save(self, step: int, model, opt, sched) -> None:
+    def maybe_save(self, step: int, model, opt, sched, scheme=None) -> None:
         if not self.folder or not self.every or step % self.every:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / "state.pt.tmp"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(self.folder / "model.tmp"))
         torch.save({"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "rng": torch.get_rng_state()}, tmp)
+                    "rng": torch.get_rng_state(), "scheme": scheme.state_dict() if scheme else {}}, tmp)
         # both renames happen after both writes: a kill in between leaves the previous pair usable
         (self.folder / "model.tmp").replace(self.folder / "model.safetensors")
         tmp.replace(self.folder / "state.pt")
         log.info("checkpoint saved at step %d", step)
 
-    def maybe_load(self, model, opt, sched) -> int:
+    def maybe_load(self, model, opt, sched, scheme=None) -> int:
         if not self.folder or not (self.folder / "state.pt").exists():
             return 0
         state = torch.load(self.folder / "state.pt", weights_only=True)
@@ -74,6 +74,8 @@ class Checkpointer:
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         torch.set_rng_state(state["rng"])
+        if scheme:
+            scheme.load_state_dict(state.get("scheme", {}))
         log.info("resumed from checkpoint at step %d", state["step"])
         return int(state["step"])
 
@@ -103,13 +105,14 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
         total = min(total, cfg.max_steps)
 
     scheme = make_scheme(cfg, model, total)
+    scheme.setup(tok, device, precision, steps_per_epoch)
     opt = make_optimizer(param_groups(model, cfg), cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule_fn(cfg.schedule, total, cfg.warmup_frac))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     forward = wrap(model, device, world, cfg.scheme)
     forward = torch.compile(forward, dynamic=True) if cfg.compile else forward
     ckpt = Checkpointer(checkpoint_dir, cfg.checkpoint_every)
-    step = ckpt.maybe_load(model, opt, sched)
+    step = ckpt.maybe_load(model, opt, sched, scheme)
 
     log.info("fine-tuning: %d steps (%d per epoch), batch %d x accum %d x %d rank(s), precision %s, scheme %s, "
              "device %s", total, steps_per_epoch, micro, accum, world, precision, cfg.scheme, device)
@@ -127,11 +130,12 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
                 epoch_batches = {epoch: shard(train_batches(tok.lengths, micro, np.random.default_rng([seed, epoch]),
                                                             cfg.bucket), rank, world)}
             idx = epoch_batches[epoch][pos]
-            b = tok.batch(idx, pin=device.type == "cuda")
+            b = scheme.batch(tok, idx, pin=device.type == "cuda")
             with autocast(precision, device):
-                logits = forward(*(t.to(device, non_blocking=True) for t in b))
+                logits = scheme.forward(forward, idx, [t.to(device, non_blocking=True) for t in b])
             loss = task.loss(logits, target[idx].to(device)) / accum
             scaler.scale(loss).backward()
+            scheme.after_backward()
             run_loss += loss.item() * len(idx) * accum
             run_n += len(idx)
             seen += len(idx)
@@ -146,13 +150,13 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
         t_train += time.perf_counter() - t0
         bar.update(1)
         if rank == 0:
-            ckpt.maybe_save(step, model, opt, sched)
+            ckpt.maybe_save(step, model, opt, sched, scheme)
         if on_step and rank == 0:
             on_step(step, run_loss / max(run_n, 1), opt.param_groups)
         if step % steps_per_epoch == 0 or step == total:
             scores = predict_scores(model, task, valid[0], cfg.eval_batch_size, device, precision)
             row = {"epoch": round(step / steps_per_epoch, 3), "step": step,
-                   "train_loss": run_loss / max(run_n, 1),
+                   "train_loss": run_loss / max(run_n, 1), "frozen_units": getattr(scheme, "frozen", 0),
                    "lr": opt.param_groups[0]["lr"], "train_samples_per_s": seen / max(t_train, 1e-9),
                    **{f"valid_{k}": v for k, v in task.metrics(valid[1], scores).items()}}
             history.append(row)

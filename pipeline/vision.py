@@ -69,6 +69,26 @@ class ImageEncoder(nn.Module):
     def prepare(self, paths: Sequence[str]) -> ImageInputs:
         return ImageInputs(paths, self.transform, self.data_config["input_size"][0])
 
+    # AutoFreeze: ViT-style models (patch_embed + blocks) can start at a block
+    def forward_prefix(self, batch, k: int) -> torch.Tensor:
+        m = self._vit()
+        x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(batch[0]))))
+        for blk in m.blocks[:k]:
+            x = blk(x)
+        return x
+
+    def forward_from(self, hidden: torch.Tensor, batch, k: int) -> torch.Tensor:
+        m = self._vit()
+        for blk in m.blocks[k:]:
+            hidden = blk(hidden)
+        return m.forward_head(m.norm(hidden), pre_logits=True)
+
+    def _vit(self) -> nn.Module:
+        if not all(hasattr(self.model, a) for a in ("patch_embed", "_pos_embed", "blocks", "forward_head")):
+            raise PipelineError(f"{self.cfg.name}: AutoFreeze caching supports ViT-style timm models; "
+                                "set finetune.autofreeze_cache: none")
+        return self.model
+
     def blocks(self) -> list[nn.Module]:
         """Stages/blocks bottom to top: ViT `blocks`, ConvNeXt/Swin `stages`/`layers`, ResNet `layer1..4`."""
         for name in ("blocks", "stages", "layers"):

@@ -149,8 +149,11 @@ def test_same_seed_same_predictions(tiny_model_dir):
     assert np.array_equal(preds[0], preds[1])
 
 
-def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_path):
-    c = cfg(epochs=2, batch_size=8, checkpoint_every=3)
+@pytest.mark.parametrize("scheme", [{}, dict(scheme="autofreeze", autofreeze_interval=0.125, autofreeze_percentile=100)],
+                         ids=["full", "autofreeze"])
+def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_path, scheme):
+    # autofreeze: decisions every step freeze all but the top block at step 2, before the kill at step 5
+    c = cfg(epochs=2, batch_size=8, checkpoint_every=3, **scheme)
     ref, _ = run(tiny_model_dir, c)
 
     class Killed(Exception):
