@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup repro test test-fast bench
+.PHONY: setup repro test test-fast bench dag plots
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -25,3 +25,17 @@ test: setup
 
 test-fast: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
+
+dag: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/readme_dag.py
+
+# dvc plots show, viewable offline: Vega scripts from the npm registry instead of DVC's CDN links
+VEGA := .cache/vega/node_modules
+plots: setup
+	@[ -f $(VEGA)/vega-embed/build/vega-embed.min.js ] || npm install --silent --no-save --legacy-peer-deps --prefix .cache/vega \
+		vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc plots show --html-template tools/plots_template.html -o dvc_plots
+	mkdir -p dvc_plots/vendor
+	cp $(VEGA)/vega/build/vega.min.js $(VEGA)/vega-lite/build/vega-lite.min.js \
+		$(VEGA)/vega-embed/build/vega-embed.min.js dvc_plots/vendor/
+	@echo "open dvc_plots/index.html"
