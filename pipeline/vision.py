@@ -124,7 +124,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, never arbitrary objects
     return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
 
 
