@@ -49,29 +49,25 @@ def fold_ids(task: Task, y: np.ndarray, k: int, seed: int) -> np.ndarray:
     return out
 
 
+def _out_of_fold(folds: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
+    """parts[j]: the rows of fold j, in order -> one (N, ...) array in row order."""
+    out = np.zeros((len(folds), *parts[0].shape[1:]))
+    for j, part in enumerate(parts):
+        out[folds == j] = part
+    return out
+
+
 def _fit_once(cfg: HeadParams, task: Task, backend: str, C: float, X, y, folds) -> tuple[FoldedHead, np.ndarray]:
     k = int(folds.max()) + 1
     heads = [Head(cfg, task, backend, C).fit(X[folds != j], y[folds != j], calibrate=False) for j in range(k)]
     if heads[0].needs_calibration:
         # Stack the held-out margins of every fold and fit one calibrator per estimator on them.
-        n_est = len(heads[0].models)
-        oof_m = [None] * n_est
-        for j, h in enumerate(heads):
-            for e, m in enumerate(h.margins(X[folds == j])):
-                if oof_m[e] is None:
-                    oof_m[e] = np.zeros((len(X), m.shape[1]))
-                oof_m[e][folds == j] = m
-        ys = [y[:, e].astype(int) for e in range(n_est)] if task.kind == "multilabel" else [y]
-        cals = [platt(oof_m[e], ys[e]) for e in range(n_est)]
+        margins = [h.margins(X[folds == j]) for j, h in enumerate(heads)]  # [fold][estimator]
+        cals = [platt(_out_of_fold(folds, [m[e] for m in margins]), ye)
+                for e, ye in enumerate(heads[0].label_columns(y))]
         for h in heads:
             h.calibrators = cals
-    oof = None
-    for j, h in enumerate(heads):
-        s = h.scores(X[folds == j])
-        if oof is None:
-            oof = np.zeros((len(X), s.shape[1]))
-        oof[folds == j] = s
-    return FoldedHead(heads), oof
+    return FoldedHead(heads), _out_of_fold(folds, [h.scores(X[folds == j]) for j, h in enumerate(heads)])
 
 
 def fit_folded(cfg: HeadParams, task: Task, X: np.ndarray, y: np.ndarray, k: int,

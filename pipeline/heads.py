@@ -124,12 +124,24 @@ class Head:
             cols = self._regression_targets(y)
             self.models = [self._make(True).fit(Xn, cols[:, k]) for k in range(cols.shape[1])]
             return self
-        ys = [y[:, k].astype(int) for k in range(y.shape[1])] if t.kind == "multilabel" else [y]
+        ys = self.label_columns(y)
         self.models = [self._make(False).fit(Xn, yk) for yk in ys]
         if calibrate and self.needs_calibration:
             self.calibrators = [self._calibrate(m, Xn, yk, X_cal, y_cal, k)
                                 for k, (m, yk) in enumerate(zip(self.models, ys))]
         return self
+
+    def label_columns(self, y: np.ndarray) -> list[np.ndarray]:
+        """Class ids per estimator: one 0/1 column per label for multilabel, else the single id vector."""
+        if self.task.kind == "multilabel":
+            return [y[:, k].astype(int) for k in range(y.shape[1])]
+        return [np.asarray(y).astype(int)]
+
+    def _from_proba(self, probs: list[np.ndarray]) -> np.ndarray:
+        """Per-estimator class probabilities -> scores (N, K) as described in tasks.py."""
+        if self.task.kind == "multilabel":
+            return np.column_stack([p[:, 1] for p in probs])
+        return probs[0][:, 1:2] if self.task.kind == "binary" else probs[0]
 
     @property
     def needs_calibration(self) -> bool:
@@ -152,16 +164,14 @@ class Head:
         from sklearn.model_selection import KFold
 
         ms = self.margins(X)
-        ys = [y[:, e].astype(int) for e in range(len(ms))] if self.task.kind == "multilabel" else [y.astype(int)]
+        ys = self.label_columns(y)
         probs = [np.zeros((len(X), len(np.unique(yk)))) for yk in ys]
         for tr, te in KFold(k, shuffle=True, random_state=0).split(X):
             for e, (d, yk) in enumerate(zip(ms, ys)):
                 cal = platt(d[tr], yk[tr])
                 # a fold may miss a rare class: put each calibrator column where its class belongs
                 probs[e][np.ix_(te, np.searchsorted(np.unique(yk), cal.classes_))] = cal.predict_proba(d[te])
-        if self.task.kind == "multilabel":
-            return np.column_stack([p[:, 1] for p in probs])
-        return probs[0][:, 1:2] if self.task.kind == "binary" else probs[0]
+        return self._from_proba(probs)
 
     def _calibrate(self, m, Xn, y, X_cal, y_cal, k: int):
         """Platt scaling: a logistic regression from margins to labels (multinomial for multiclass)."""
@@ -197,10 +207,7 @@ class Head:
             if t.kind == "regression":
                 return t.from_unit(out)
             return out / np.maximum(out.sum(1, keepdims=True), 1e-12) if t.kind == "multiclass" else out
-        if t.kind == "multilabel":
-            return np.column_stack([self._proba(m, Xn)[:, 1] for m in self.models])
-        p = self._proba(self.models[0], Xn)
-        return p[:, 1:2] if t.kind == "binary" else p
+        return self._from_proba([self._proba(m, Xn) for m in self.models])
 
     def _proba(self, m, Xn: np.ndarray) -> np.ndarray:
         if self.cfg.kind != "svm":
