@@ -7,7 +7,6 @@ all-MiniLM-L6-v2 (the default: nothing is downloaded at run time).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch import nn
 
 from pipeline import PipelineError
 from pipeline.batching import Tokenized, tokenize
+from pipeline.io import file_sha256
 from pipeline.params import BackboneParams
 
 # Packages that ship a model folder and expose get_model_path(); name -> module.
@@ -133,9 +133,5 @@ def fingerprint(cfg: BackboneParams) -> dict:
     files = {}
     for f in sorted(src.rglob("*")):
         if f.is_file() and f.suffix in (".safetensors", ".json", ".txt", ".model"):
-            h = hashlib.sha256()
-            with f.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            files[str(f.relative_to(src))] = h.hexdigest()
+            files[str(f.relative_to(src))] = file_sha256(f)
     return {"files": files}

@@ -87,3 +87,12 @@ def _default(o: Any) -> Any:
 def content_hash(obj: Any) -> str:
     """Short stable hash of a JSON-able object (params sections, ids)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks (weights files can be GBs)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

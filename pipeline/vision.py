@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline import PipelineError
+from pipeline.io import file_sha256
 
 
 class ImageInputs:
@@ -169,8 +169,7 @@ def image_fingerprint(cfg) -> dict:
 
     if not cfg.pretrained_file:
         return {"files": {}, "timm": timm.__version__}
-    h = hashlib.sha256(Path(cfg.pretrained_file).read_bytes()).hexdigest()
-    return {"files": {Path(cfg.pretrained_file).name: h}, "timm": timm.__version__}
+    return {"files": {Path(cfg.pretrained_file).name: file_sha256(cfg.pretrained_file)}, "timm": timm.__version__}
 
 
 def unreadable(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -193,4 +192,4 @@ def unreadable(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def file_sha(paths: Sequence[str]) -> list[str]:
     """sha256 per image: stored in dataset.parquet so that a changed image reruns the stages after prepare."""
-    return [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in paths]
+    return [file_sha256(p)[:16] for p in paths]
