@@ -38,15 +38,17 @@ class ActivationCache:
     def __init__(self, where: str, dtype: torch.dtype | None):
         self.where, self.dtype, self.out_dtype = where, dtype, torch.float32
         self.rows: list[torch.Tensor] = []
-        self.arr = self.tmp = None
-        self.lengths: np.ndarray | None = None
+        self.arr = self.tmp = self.pos = None
 
     def build(self, encoder, inputs, k: int, device, precision: str, batch_size: int = 128) -> None:
+        """One inference pass, longest rows first. Zarr rows are written batch by batch in that order (so each
+        batch is one contiguous slab and no more than a batch is ever held in memory); `pos` maps row -> slot."""
         from pipeline.batching import sorted_batches
 
         n = len(inputs)
         encoder.eval()
-        rows: list[torch.Tensor | None] = [None] * n
+        self.rows = [None] * n if self.where == "memory" else []
+        self.pos, start = np.empty(n, dtype=np.int64), 0
         with torch.inference_mode():
             for idx in sorted_batches(inputs.lengths, batch_size):
                 b = [t.to(device) for t in inputs.batch(idx)]
@@ -54,30 +56,34 @@ class ActivationCache:
                     h = encoder.forward_prefix(b, k).cpu()
                 self.out_dtype = h.dtype
                 keep = b[1].sum(1).tolist() if len(b) > 1 else [h.shape[1]] * len(idx)  # text: drop padding
-                for j, i in enumerate(idx):
-                    rows[i] = h[j, :keep[j]].to(self.dtype or h.dtype).clone()
-        if self.where == "memory":
-            self.rows = rows
-            return
+                if self.where == "memory":
+                    for j, i in enumerate(idx):
+                        self.rows[i] = h[j, :keep[j]].to(self.dtype or h.dtype).clone()
+                    continue
+                if self.arr is None:  # the first batch holds the longest rows: it fixes T
+                    self._open_zarr(n, h.shape[1], h.shape[2])
+                block = np.zeros((len(idx), *self.arr.shape[1:]), dtype=np.float16)
+                for j in range(len(idx)):
+                    block[j, :keep[j]] = h[j, :keep[j]].float().numpy()
+                self.arr[start:start + len(idx)] = block
+                self.pos[idx] = np.arange(start, start + len(idx))
+                start += len(idx)
+
+    def _open_zarr(self, n: int, T: int, H: int) -> None:
         import zarr
 
         self.tmp = tempfile.mkdtemp(prefix="autofreeze-")
-        self.lengths = np.array([len(r) for r in rows])
-        T, H = int(self.lengths.max()), rows[0].shape[1]
         self.arr = zarr.create_array(store=f"{self.tmp}/acts.zarr", shape=(n, T, H), dtype="float16",
                                      chunks=(64, T, H), zarr_format=3)
-        for s in range(0, n, 4096):
-            block = np.zeros((min(4096, n - s), T, H), dtype=np.float16)
-            for j, r in enumerate(rows[s:s + 4096]):
-                block[j, :len(r)] = r.float().numpy()
-            self.arr[s:s + len(block)] = block
 
     def gather(self, idx, width: int | None = None) -> torch.Tensor:
-        """(B, width or T, H) in the prefix's output dtype, rows zero-padded to the batch's width (the mask hides the padding)."""
+        """(B, width or T, H) in the prefix's output dtype, rows zero-padded to the batch's width (the mask
+        hides the padding)."""
         if self.where == "zarr":
-            order = np.argsort(idx)
+            slots = self.pos[np.asarray(idx)]
+            order = np.argsort(slots)
             x = np.empty((len(idx), *self.arr.shape[1:]), np.float16)
-            x[order] = self.arr.get_orthogonal_selection((np.asarray(idx)[order], slice(None), slice(None)))
+            x[order] = self.arr.get_orthogonal_selection((slots[order], slice(None), slice(None)))
             out = torch.from_numpy(x).to(self.out_dtype)
             return out[:, :width] if width else out
         rows = [self.rows[i] for i in idx]
