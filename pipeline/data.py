@@ -26,6 +26,11 @@ SPLITS = ("train", "valid", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+def first_rows(mask, n: int = 5) -> list[int]:
+    """The first `n` row numbers where `mask` is true, as plain ints for error messages."""
+    return [int(i) for i in np.flatnonzero(np.asarray(mask))[:n]]
+
+
 def input_column(df: pd.DataFrame) -> str:
     """The model's input column of a prepared frame: image paths or texts."""
     return "image" if "image" in df.columns else "text"
@@ -136,7 +141,7 @@ def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame,
     bad = np.logical_or.reduce([m.to_numpy() for m in masks.values()])
     if bad.any():
         if cfg.on_bad_rows == "error":
-            msgs = [f"{k}: {int(m.sum())} rows (first: {[int(i) for i in np.flatnonzero(m.to_numpy())[:5]]})"
+            msgs = [f"{k}: {int(m.sum())} rows (first: {first_rows(m)})"
                     for k, m in masks.items() if m.any()]
             raise DataError(f"{source}: bad rows: " + "; ".join(msgs)
                             + " (set data.on_bad_rows: drop to drop them)")

@@ -15,7 +15,7 @@ import pandas as pd
 from pipeline import PipelineError, paths
 from pipeline.accel import pick_device, resolve_precision
 from pipeline.backbones import make_backbone
-from pipeline.data import DataError, read_prepared, read_table
+from pipeline.data import DataError, first_rows, read_prepared, read_table
 from pipeline.embed import embed_frame
 from pipeline.ensemble import combine
 from pipeline.io import read_json
@@ -82,7 +82,7 @@ def predict_file(params: Params, path: str | Path, out: str | Path, text_column:
         raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
     empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
     if empty.any():
-        raise DataError(f"{path}: empty {col} in rows {[int(i) for i in np.flatnonzero(empty)[:5]]}")
+        raise DataError(f"{path}: empty {col} in rows {first_rows(empty)}")
     items = df[col].astype(str).str.strip().tolist()
     if images:
         from pipeline.vision import unreadable
@@ -90,8 +90,8 @@ def predict_file(params: Params, path: str | Path, out: str | Path, text_column:
         items = [str(root / p) for p in items]
         missing, broken = unreadable(items)
         if (missing | broken).any():
-            raise DataError(f"{path}: missing images in rows {np.flatnonzero(missing)[:5].tolist()}, "
-                            f"unreadable in rows {np.flatnonzero(broken)[:5].tolist()}")
+            raise DataError(f"{path}: missing images in rows {first_rows(missing)}, "
+                            f"unreadable in rows {first_rows(broken)}")
     scores, _ = predict_texts(params, items)
     _, task = read_prepared(paths.DATA)
     res = pd.DataFrame({"id": df[id_column].astype(str) if id_column else df.index.astype(str)})
