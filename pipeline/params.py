@@ -57,6 +57,11 @@ class DataParams(_Section):
             raise ValueError("image_column is for source: file (a table of image paths)")
         return self
 
+    @property
+    def modality(self) -> str:
+        """What the rows are: images (an image_column or a class-folder tree) or texts."""
+        return "image" if self.image_column or self.source == "folder" else "text"
+
 
 class BackboneParams(_Section):
     modality: Literal["text", "image"] = "text"
@@ -192,7 +197,7 @@ class Params(_Section):
             if src.backbone not in self.backbones:
                 raise ValueError(f"sources.{name}.backbone: unknown backbone {src.backbone!r}; "
                                  f"allowed: {sorted(self.backbones)}")
-        modality = "image" if self.data.image_column or self.data.source == "folder" else "text"
+        modality = self.data.modality
         for name, bb in self.backbones.items():
             if bb.modality != modality:
                 raise ValueError(f"backbones.{name}.modality: {bb.modality!r} but the data are {modality}s "

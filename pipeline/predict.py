@@ -76,7 +76,7 @@ def predict_file(params: Params, path: str | Path, out: str | Path, text_column:
     """Read texts (or image paths, relative to image_root, default the file's folder) from CSV/Parquet/JSONL,
     write id, score_*, prediction to `out` (.csv or .parquet)."""
     df = read_table(path)
-    images = bool(params.data.image_column or params.data.source == "folder")
+    images = params.data.modality == "image"
     col = text_column or (params.data.image_column or "image" if images else params.data.text_column)
     if col not in df.columns:
         raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 class Scheme:
+    frozen = 0  # front units the scheme froze by its own decisions (AutoFreeze); logged per epoch
+
     def __init__(self, model: nn.Module, cfg: FinetuneParams, total: int):
         self.model, self.cfg, self.total = model, cfg, total
 

@@ -156,7 +156,7 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
         if step % steps_per_epoch == 0 or step == total:
             scores = predict_scores(model, task, valid[0], cfg.eval_batch_size, device, precision)
             row = {"epoch": round(step / steps_per_epoch, 3), "step": step,
-                   "train_loss": run_loss / max(run_n, 1), "frozen_units": getattr(scheme, "frozen", 0),
+                   "train_loss": run_loss / max(run_n, 1), "frozen_units": scheme.frozen,
                    "lr": opt.param_groups[0]["lr"], "train_samples_per_s": seen / max(t_train, 1e-9),
                    **{f"valid_{k}": v for k, v in task.metrics(valid[1], scores).items()}}
             history.append(row)
