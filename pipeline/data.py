@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 
 from pipeline import PipelineError
 from pipeline.params import DataParams
+from pipeline.splits import dedupe, split
 from pipeline.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,10 @@ def rotten_tomatoes_path() -> Path:
     return path
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (optionally compressed), Parquet or JSONL file by its suffix."""
+def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV (optionally compressed), Parquet or JSONL file by its suffix. CSV cells are read as strings
+    (an integer label column with one blank cell must not turn into "1.0"); JSON/Parquet values are turned
+    into strings by `as_text` where the caller needs them."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -62,10 +65,42 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if name.endswith(".parquet"):
             return pd.read_parquet(path)
         if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-            return pd.read_json(path, lines=True)
-        return pd.read_csv(path)
+            return pd.read_json(path, lines=True, encoding=encoding, dtype=False)
+        return pd.read_csv(path, encoding=encoding, dtype=str)
+    except UnicodeDecodeError:
+        raise DataError(_decode_error(path, encoding)) from None
     except Exception as e:  # noqa: BLE001 - any parser error becomes one clear line
         raise DataError(f"{path}: cannot be read: {e}") from None
+
+
+def _decode_error(path: Path, encoding: str) -> str:
+    """Where the file stops being `encoding`: the line number, counted in the decompressed bytes."""
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        return (f"{path}: line {line} is not valid {encoding} (byte 0x{raw[e.start]:02x}); set data.encoding "
+                "to the file's encoding (e.g. latin-1 or cp1252)")
+    return f"{path}: cannot be decoded as {encoding}; set data.encoding to the file's encoding"
+
+
+def as_text(col: pd.Series) -> pd.Series:
+    """Values -> strings, missing kept missing. Whole floats lose their ".0": a Parquet/JSON integer column
+    with a missing value arrives as floats, and label 1 must stay "1"."""
+    def one(v):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return np.nan
+        if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+    return col.map(one).astype(object)
 
 
 def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
@@ -81,17 +116,18 @@ def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
     path = Path(cfg.path)
     if cfg.source == "folder":
         return _image_folder(path), str(path)
-    df = read_table(path)
+    df = read_table(path, cfg.encoding)
     inp = cfg.image_column or cfg.text_column
     for col in [inp, cfg.label_column] + ([cfg.id_column] if cfg.id_column else []):
         if col not in df.columns:
             raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
-    ids = df[cfg.id_column].astype(str) if cfg.id_column else pd.Series(df.index.astype(str), index=df.index)
+    ids = as_text(df[cfg.id_column]) if cfg.id_column else pd.Series(df.index.astype(str), index=df.index)
+    label = df[cfg.label_column] if cfg.task == "regression" else as_text(df[cfg.label_column])
     if cfg.image_column:
         root = Path(cfg.image_root) if cfg.image_root else path.parent
         images = df[inp].map(lambda p: p if pd.isna(p) or str(p).strip() == "" else str(root / str(p).strip()))
-        return pd.DataFrame({"id": ids, "image": images, "label": df[cfg.label_column]}), str(path)
-    return pd.DataFrame({"id": ids, "text": df[inp], "label": df[cfg.label_column]}), str(path)
+        return pd.DataFrame({"id": ids, "image": images, "label": label}), str(path)
+    return pd.DataFrame({"id": ids, "text": df[inp], "label": label}), str(path)
 
 
 def _image_folder(root: Path) -> pd.DataFrame:
@@ -122,14 +158,26 @@ def _bad_rows(df: pd.DataFrame, cfg: DataParams, classes: list[str] | None) -> d
         "duplicate_id": df["id"].duplicated(keep="first"),
     })
     if cfg.task == "regression":
-        masks["non_numeric_label"] = pd.to_numeric(df["label"], errors="coerce").isna() & ~masks["missing_label"]
-    elif classes is not None:
+        value = pd.to_numeric(df["label"], errors="coerce")
+        masks["non_numeric_label"] = value.isna() & ~masks["missing_label"]
+        masks["non_finite_label"] = value.isin([np.inf, -np.inf])
+        return masks
+    parts = label_parts(df["label"], cfg)
+    if cfg.task == "multilabel":  # "a||b", "a|": a separator with no class on one side
+        masks["empty_label_part"] = parts.map(lambda ps: "" in ps) & ~masks["missing_label"]
+    if classes is not None:
         allowed = set(classes)
-        parts = df["label"].astype(str).str.split(cfg.label_sep) if cfg.task == "multilabel" \
-            else df["label"].astype(str).map(lambda s: [s])
-        masks["label_not_in_classes"] = parts.map(lambda ps: any(p not in allowed for p in ps)) \
+        masks["label_not_in_classes"] = parts.map(lambda ps: any(p not in allowed for p in ps if p)) \
             & ~masks["missing_label"]
     return masks
+
+
+def label_parts(labels: pd.Series, cfg: DataParams) -> pd.Series:
+    """Each label as a list of stripped class names (one, or several for multilabel)."""
+    text = labels.map(lambda v: "" if pd.isna(v) else str(v))
+    if cfg.task == "multilabel":
+        return text.map(lambda s: [p.strip() for p in s.split(cfg.label_sep)])
+    return text.map(lambda s: [s.strip()])
 
 
 def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -150,13 +198,18 @@ def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame,
     df = df.reset_index(drop=True)[~bad].reset_index(drop=True)
     col = input_column(df)
     df[col] = df[col].astype(str).str.strip()
-    df["label"] = pd.to_numeric(df["label"]) if cfg.task == "regression" else df["label"].astype(str)
+    if cfg.task == "regression":
+        df["label"] = pd.to_numeric(df["label"]).astype(np.float64)
+    else:  # stripped class names ("a | b" and "a|b" are one label set)
+        df["label"] = label_parts(df["label"], cfg).map(cfg.label_sep.join)
     return df, counts
 
 
 def make_task(df: pd.DataFrame, cfg: DataParams) -> Task:
+    """The task and its class list. A regression task's target range is set by `fit_target_scale` from the
+    train rows once they are known."""
     if cfg.task == "regression":
-        return Task("regression", y_min=float(df["label"].min()), y_max=float(df["label"].max()))
+        return Task("regression")
     if cfg.classes:
         classes = list(cfg.classes)
     elif cfg.source == "rotten_tomatoes":
@@ -170,55 +223,36 @@ def make_task(df: pd.DataFrame, cfg: DataParams) -> Task:
     return Task(cfg.task, classes=classes, label_sep=cfg.label_sep)
 
 
-def split(df: pd.DataFrame, cfg: DataParams, task: Task, seed: int) -> pd.DataFrame:
-    """Assign train/valid/test, stratified by class (single-label) or by target quantile (regression)."""
+def fit_target_scale(task: Task, df: pd.DataFrame) -> Task:
+    """Regression: the [0, 1] scaling of the BCE loss comes from the train rows only (test targets must not
+    shape anything the models learn). Valid/test targets outside the range map outside [0, 1]."""
     if task.kind == "regression":
-        strat = pd.qcut(df["label"], q=min(10, df["label"].nunique()), labels=False, duplicates="drop")
-    elif task.kind == "multilabel":
-        strat = None  # no exact stratification for label sets; a seeded random split
-    else:
-        strat = df["label"]
-        counts = strat.value_counts()
-        small = counts[counts < cfg.min_class_rows]
-        if len(small):
-            raise DataError(f"classes with fewer than data.min_class_rows={cfg.min_class_rows} rows cannot be "
-                            f"split: {small.to_dict()}")
-    idx = np.arange(len(df))
-    hold = cfg.valid_frac + cfg.test_frac
-    try:
-        tr, rest = train_test_split(idx, test_size=hold, random_state=seed, stratify=strat)
-        va, te = train_test_split(rest, test_size=cfg.test_frac / hold, random_state=seed,
-                                  stratify=None if strat is None else strat.iloc[rest])
-    except ValueError as e:
-        if task.kind != "regression":
-            raise DataError(f"cannot split {len(df)} rows into train/valid/test: {e}") from None
-        # too few rows per target quantile to stratify: a seeded random split
-        tr, rest = train_test_split(idx, test_size=hold, random_state=seed)
-        va, te = train_test_split(rest, test_size=cfg.test_frac / hold, random_state=seed)
-    out = df.copy()
-    out["split"] = "train"
-    out.loc[va, "split"] = "valid"
-    out.loc[te, "split"] = "test"
-    return out
+        y = df.loc[df["split"] == "train", "label"].astype(np.float64)
+        task.y_min, task.y_max = float(y.min()), float(y.max())
+    return task
 
 
 def prepare_dataset(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, Task, dict]:
-    """Load, clean, subsample (max_rows, stratified) and split. Returns (frame, task, report)."""
+    """Load, clean, subsample (max_rows, stratified), handle duplicates and split by duplicate group.
+    Returns (frame, task, report)."""
     raw, source = load_raw(cfg)
     df, dropped = clean(raw, cfg, source)
     if cfg.max_rows and len(df) > cfg.max_rows:
         strat = df["label"] if cfg.task in ("binary", "multiclass") else None
         keep, _ = train_test_split(np.arange(len(df)), train_size=cfg.max_rows, random_state=seed, stratify=strat)
         df = df.iloc[np.sort(keep)].reset_index(drop=True)
+    if input_column(df) == "image":
+        from pipeline.vision import file_sha
+        df["image_sha"] = file_sha(df["image"].tolist())  # the duplicate key, and what DVC reacts to
+    df, groups, dup_report = dedupe(df, cfg)
     task = make_task(df, cfg)
-    df = split(df, cfg, task, seed)
+    df = split(df, cfg, task.kind, seed, groups)
+    task = fit_target_scale(task, df)
     report = {"source": source, "rows_in": int(len(raw)), "rows_out": int(len(df)),
-              "dropped": dropped, "splits": df["split"].value_counts().to_dict()}
+              "dropped": dropped, "duplicates": dup_report, "splits": df["split"].value_counts().to_dict()}
     log.info("prepared %d rows from %s (dropped %s); splits %s", len(df), source,
              {k: v for k, v in dropped.items() if v}, report["splits"])
     if input_column(df) == "image":
-        from pipeline.vision import file_sha
-        df["image_sha"] = file_sha(df["image"].tolist())
         return df[["id", "image", "image_sha", "label", "split"]], task, report
     return df[["id", "text", "label", "split"]], task, report
 

@@ -4,6 +4,7 @@ import pytest
 
 from pipeline.data import DataError, prepare_dataset
 from pipeline.params import DataParams
+from pipeline.splits import SplitError
 
 
 def csv(tmp_path, rows, name="d.csv"):
@@ -72,7 +73,7 @@ def test_missing_file_and_column(tmp_path):
 def test_class_too_small_to_split(tmp_path):
     r = good_rows()
     r["label"][0] = "rare"
-    with pytest.raises(DataError, match=r"fewer than data.min_class_rows=3 rows .*'rare': 1"):
+    with pytest.raises(SplitError, match=r"fewer than data.min_class_rows=3 rows .*'rare': 1"):
         prepare_dataset(DataParams(source="file", path=csv(tmp_path, r), task="multiclass"), seed=0)
 
 
@@ -82,7 +83,9 @@ def test_regression_and_formats(tmp_path):
     path = tmp_path / "d.parquet"
     pd.DataFrame(r).to_parquet(path)
     df, task, _ = prepare_dataset(DataParams(source="file", path=str(path), task="regression"), seed=0)
-    assert task.kind == "regression" and task.y_min == 0 and task.y_max == 100
+    train = df.loc[df["split"] == "train", "label"]
+    # the [0, 1] scaling comes from the train rows only: test targets must not shape what the models learn
+    assert task.kind == "regression" and (task.y_min, task.y_max) == (train.min(), train.max())
     r["label"][2] = "high"
     with pytest.raises(DataError, match=r"non_numeric_label: 1 rows \(first: \[2\]\)"):
         prepare_dataset(DataParams(source="file", path=csv(tmp_path, r), task="regression"), seed=0)
