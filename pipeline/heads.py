@@ -293,7 +293,7 @@ def run_head(params: Params, features: str, head_name: str, out: Path, data_dir:
         splits = np.concatenate([index["split"][sel["valid"]], index["split"][sel["test"]]])
         scores = np.vstack([head.heldout_scores(X[sel["valid"]], y[sel["valid"]]), head.scores(X[sel["test"]])])
     report["fit_seconds"] = time.perf_counter() - t0
-    write_preds(out / "preds.parquet", ids, splits, scores)
+    write_preds(out / "preds.parquet", ids, splits, scores, task.score_columns())
     joblib.dump(head, out / "head.joblib")
     write_json(out / "report.json", report)
     write_params(out, head=cfg, features=[str(f) for f in feature_folders(params, features)])

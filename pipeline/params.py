@@ -18,6 +18,14 @@ TASKS = ("binary", "multiclass", "multilabel", "regression")
 HEAD_KINDS = ("svm", "logistic", "ridge", "knn", "mlp")
 SCHEMES = ("full", "freeze", "gradual", "lora", "adapter", "autofreeze")
 SCHEDULES = ("cosine", "linear", "constant", "slanted_triangular", "one_cycle", "cyclic")
+# The test metrics evaluate writes per task, and whether higher is better. The first one is the default
+# `evaluate.primary` (what the bar chart shows, what `ensemble.objective: primary` optimizes).
+TASK_METRICS = {
+    "binary": {"accuracy": True, "f1": True, "roc_auc": True, "log_loss": False},
+    "multiclass": {"f1_macro": True, "accuracy": True, "roc_auc_ovr": True, "log_loss": False},
+    "multilabel": {"f1_macro": True, "subset_accuracy": True, "roc_auc_macro": True, "log_loss_mean": False},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
 
 
 class ParamsError(PipelineError, ValueError):
@@ -46,6 +54,21 @@ class DataParams(_Section):
     test_frac: float = Field(0.15, gt=0, lt=1)
     min_class_rows: int = Field(3, ge=1)
     on_bad_rows: Literal["error", "drop"] = "error"
+    # Exact duplicate inputs (same normalized text, or same image bytes): `group` keeps every copy and puts
+    # them all in one split (no train/test leakage); `drop` keeps one row per group (and none of a group whose
+    # labels disagree); `keep` ignores duplicates (copies may land in train and test).
+    duplicates: Literal["group", "drop", "keep"] = "group"
+    encoding: str = "utf-8"  # of CSV / JSONL files
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v):
+        import codecs
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return v
 
     @model_validator(mode="after")
     def _check(self):
@@ -173,10 +196,16 @@ class EnsembleParams(_Section):
     members: list[str] = Field(min_length=1)
     grid_step: float = Field(0.05, gt=0, le=0.5)
     method: Literal["mean", "rank"] = "mean"
+    # what the weight search minimizes on valid (+ train OOF) rows: log loss (RMSE for regression), or the
+    # task's primary metric (evaluate.primary)
+    objective: Literal["log_loss", "primary"] = "log_loss"
+    # when the blend, cross-fitted on the fit rows, scores worse on the primary metric than the best single
+    # member, use that member alone
+    fallback: bool = True
 
 
 class EvaluateParams(_Section):
-    primary: Optional[str] = None  # metric for the summary bar chart; default per task
+    primary: Optional[str] = None  # a TASK_METRICS name; default: the task's first (accuracy, f1_macro, rmse)
 
 
 class Params(_Section):
@@ -212,11 +241,20 @@ class Params(_Section):
             if len(parts) < 2 or bad:
                 raise ValueError(f"concat.{name}: needs >= 2 names from sources {sorted(self.sources)}"
                                  + (f"; unknown: {bad}" if bad else ""))
+        metrics = TASK_METRICS[self.data.task]
+        if self.evaluate.primary is not None and self.evaluate.primary not in metrics:
+            raise ValueError(f"evaluate.primary: {self.evaluate.primary!r} is not a {self.data.task} metric; "
+                             f"allowed: {list(metrics)}")
         allowed = set(self.model_names())
         for m in self.ensemble.members:
             if m not in allowed:
                 raise ValueError(f"ensemble.members: unknown model {m!r}; allowed: {sorted(allowed)}")
         return self
+
+    @property
+    def primary_metric(self) -> str:
+        """evaluate.primary, or the task's default."""
+        return self.evaluate.primary or next(iter(TASK_METRICS[self.data.task]))
 
     def model_names(self) -> list[str]:
         """Every model that writes predictions: `mlp-<backbone>` and `<source>-<head>`."""

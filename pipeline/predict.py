@@ -74,7 +74,7 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
 def predict_file(params: Params, path: str | Path, out: str | Path, text_column: str | None = None,
                  id_column: str | None = None, image_root: str | None = None) -> pd.DataFrame:
     """Read texts (or image paths, relative to image_root, default the file's folder) from CSV/Parquet/JSONL,
-    write id, score_*, prediction to `out` (.csv or .parquet)."""
+    write id, score_<class> (score for regression), prediction to `out` (.csv or .parquet)."""
     df = read_table(path)
     images = params.data.modality == "image"
     col = text_column or (params.data.image_column or "image" if images else params.data.text_column)
@@ -95,8 +95,8 @@ def predict_file(params: Params, path: str | Path, out: str | Path, text_column:
     scores, _ = predict_texts(params, items)
     _, task = read_prepared(paths.DATA)
     res = pd.DataFrame({"id": df[id_column].astype(str) if id_column else df.index.astype(str)})
-    for k in range(scores.shape[1]):
-        res[f"score_{k}"] = scores[:, k]
+    for k, name in enumerate(task.score_columns()):
+        res[name] = scores[:, k]
     hard = task.hard(scores)
     res["prediction"] = hard if task.kind in ("regression", "multilabel") and hard.ndim == 1 else (
         np.asarray(task.classes)[hard] if task.kind in ("binary", "multiclass") else list(map(list, hard)))

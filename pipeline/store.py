@@ -1,6 +1,6 @@
 """The embedding cache: `<folder>/vectors.zarr` (N, D) float32/float16, chunked by rows, and
 `<folder>/index.parquet` (id, label, split, row). Predictions: `<folder>/preds.parquet`
-(id, split, score_0..score_{K-1}).
+(id, split, then one column per score, named by `Task.score_columns()`: `score_<class>`, or `score`).
 """
 from __future__ import annotations
 
@@ -46,10 +46,13 @@ def read_features(folders: list[str | Path]) -> tuple[np.ndarray, pd.DataFrame]:
     return np.hstack([X for X, _ in parts]), index
 
 
-def write_preds(path: str | Path, ids, splits, scores: np.ndarray) -> None:
+def write_preds(path: str | Path, ids, splits, scores: np.ndarray, columns: list[str]) -> None:
+    """ids, splits (N,), scores (N, K) -> parquet with columns id, split, *columns (K names)."""
+    if scores.shape[1] != len(columns):
+        raise PipelineError(f"{path}: {scores.shape[1]} score columns but {len(columns)} names")
     df = pd.DataFrame({"id": np.asarray(ids), "split": np.asarray(splits)})
-    for k in range(scores.shape[1]):
-        df[f"score_{k}"] = scores[:, k].astype(np.float64)
+    for k, name in enumerate(columns):
+        df[name] = scores[:, k].astype(np.float64)
     df.to_parquet(path, index=False)
 
 
@@ -60,6 +63,10 @@ def read_preds(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def score_matrix(df: pd.DataFrame) -> np.ndarray:
-    cols = sorted((c for c in df.columns if c.startswith("score_")), key=lambda c: int(c.split("_")[1]))
-    return df[cols].to_numpy(np.float64)
+def score_matrix(df: pd.DataFrame, columns: list[str], source: str | Path = "predictions") -> np.ndarray:
+    """The (N, K) float64 scores of a preds frame, columns in the task's order."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise PipelineError(f"{source}: no columns {missing} (written for another task or class list: "
+                            "run `dvc repro`)")
+    return df[columns].to_numpy(np.float64)

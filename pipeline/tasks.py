@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from sklearn import metrics as skm
 
+from pipeline.params import TASK_METRICS
+
 
 @dataclass
 class Task:
@@ -89,33 +91,54 @@ class Task:
             return (scores >= 0.5).astype(int)
         return (scores[:, 0] >= 0.5).astype(int) if self.kind == "binary" else scores[:, 0]
 
-    def metrics(self, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-        """Test/valid metrics: accuracy, F1, ROC-AUC, log loss (classification); RMSE, MAE, R2 (regression)."""
+    def score_columns(self) -> list[str]:
+        """Names of the score columns in preds files and predict's output: `score_<class>` (binary: the
+        positive class, classes[1]), `score` for regression."""
         if self.kind == "regression":
+            return ["score"]
+        return [f"score_{c}" for c in (self.classes[1:] if self.kind == "binary" else self.classes)]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The metrics `metrics()` returns, in TASK_METRICS order (the first is the default primary)."""
+        return list(TASK_METRICS[self.kind])
+
+    def higher_is_better(self, name: str) -> bool:
+        return TASK_METRICS[self.kind][name]
+
+    def metrics(self, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Every metric of the task (names in params.TASK_METRICS): accuracy, f1 / f1_macro, ROC-AUC, log loss
+        for classification; RMSE, MAE, R2 for regression."""
+        return {name: self.metric(name, y, scores) for name in self.metric_names}
+
+    def metric(self, name: str, y: np.ndarray, scores: np.ndarray) -> float:
+        """One metric by name (the ensemble's weight search calls this thousands of times: no extras)."""
+        k = self.kind
+        if k == "regression":
             pred = scores[:, 0]
-            return {"rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
-                    "mae": float(skm.mean_absolute_error(y, pred)), "r2": float(skm.r2_score(y, pred))}
+            if name == "rmse":
+                return float(np.sqrt(np.mean((pred - y) ** 2)))
+            if name == "mae":
+                return float(np.mean(np.abs(pred - y)))
+            return float(skm.r2_score(y, pred))
         hard = self.hard(scores)
-        eps = 1e-7
-        out = {"accuracy": float(skm.accuracy_score(y, hard))}
-        if self.kind == "binary":
-            p = np.clip(scores[:, 0], eps, 1 - eps)
-            out["f1"] = float(skm.f1_score(y, hard))
-            out["roc_auc"] = _safe(lambda: skm.roc_auc_score(y, p))
-            out["log_loss"] = float(skm.log_loss(y, p, labels=[0, 1]))
-        elif self.kind == "multiclass":
-            out["f1"] = float(skm.f1_score(y, hard, average="macro"))
-            p = np.clip(scores, eps, 1)
-            p = p / p.sum(1, keepdims=True)
-            out["roc_auc"] = _safe(lambda: skm.roc_auc_score(y, p, multi_class="ovr",
-                                                             labels=list(range(len(self.classes)))))
-            out["log_loss"] = float(skm.log_loss(y, p, labels=list(range(len(self.classes)))))
-        else:
-            out["f1"] = float(skm.f1_score(y, hard, average="macro", zero_division=0))
-            out["roc_auc"] = _safe(lambda: skm.roc_auc_score(y, scores, average="macro"))
-            out["log_loss"] = float(np.mean([skm.log_loss(y[:, k], np.clip(scores[:, k], eps, 1 - eps),
-                                                          labels=[0, 1]) for k in range(y.shape[1])]))
-        return out
+        if name in ("accuracy", "subset_accuracy"):
+            return float(np.mean(np.all(np.reshape(hard == y, (len(y), -1)), axis=1)))
+        if name == "f1":
+            return float(skm.f1_score(y, hard, zero_division=0))
+        if name == "f1_macro":
+            labels = None if k == "multilabel" else list(range(len(self.classes)))
+            return float(skm.f1_score(y, hard, average="macro", labels=labels, zero_division=0))
+        if name == "roc_auc":
+            return _safe(lambda: skm.roc_auc_score(y, scores[:, 0]))
+        if name == "roc_auc_ovr":
+            return _safe(lambda: skm.roc_auc_score(y, _normalized(scores), multi_class="ovr",
+                                                   labels=list(range(len(self.classes)))))
+        if name == "roc_auc_macro":
+            return _safe(lambda: skm.roc_auc_score(y, scores, average="macro"))
+        if name in ("log_loss", "log_loss_mean"):
+            return self.selection_loss(y, scores)
+        raise KeyError(f"{name!r} is not a {k} metric; allowed: {self.metric_names}")
 
     def selection_loss(self, y: np.ndarray, scores: np.ndarray) -> float:
         """What ensembles and C searches minimise on validation: log loss, or RMSE for regression."""
@@ -124,12 +147,16 @@ class Task:
         if self.kind == "regression":
             return float(np.sqrt(np.mean((scores[:, 0] - y) ** 2)))
         if self.kind == "multiclass":
-            p = np.clip(scores, eps, 1)
-            p = p / p.sum(1, keepdims=True)
+            p = _normalized(scores, eps)
             return float(-np.mean(np.log(p[np.arange(len(y)), y])))
         p = np.clip(scores, eps, 1 - eps)
         yy = y.reshape(p.shape)
         return float(-np.mean(yy * np.log(p) + (1 - yy) * np.log(1 - p)))
+
+
+def _normalized(scores: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    p = np.clip(scores, eps, 1)
+    return p / p.sum(1, keepdims=True)
 
 
 def _safe(fn) -> float:

@@ -237,7 +237,7 @@ def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = path
     head.save(out / "head.safetensors")
     write_preds(out / "preds.parquet", np.concatenate([parts[s]["id"] for s in EVAL_SPLITS]),
                 np.concatenate([parts[s]["split"] for s in EVAL_SPLITS]),
-                np.concatenate([scores[s] for s in EVAL_SPLITS]))
+                np.concatenate([scores[s] for s in EVAL_SPLITS]), task.score_columns())
     write_json(out / "history.json", history)
     summary = {"seconds": seconds, "device": str(device), "precision": precision, **history[-1]}
     write_json(out / "summary.json", summary)

@@ -56,14 +56,15 @@ def test_full_repro_and_artifacts(repo):
     assert (art / "finetune" / "minilm" / "head.safetensors").exists()
     for m in ("finetune/minilm", "heads/minilm_ft-svm", "heads/minilm_pt-svm", "heads/both-svm", "ensemble"):
         preds = pd.read_parquet(art / m / "preds.parquet")
-        assert set(preds["split"]) == {"valid", "test"} and "score_0" in preds
+        assert set(preds["split"]) == {"valid", "test"} and "score_fresh" in preds
         assert (art / m / "params.yaml").exists()  # resolved params recorded beside every artifact
     metrics = json.loads((art / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"mlp-minilm", "minilm_ft-svm", "minilm_pt-svm", "both-svm", "ensemble"}
+    assert set(metrics) == {"mlp-minilm", "minilm_ft-svm", "minilm_pt-svm", "both-svm", "ensemble", "ensemble_valid"}
     assert set(metrics["ensemble"]) == {"accuracy", "f1", "roc_auc", "log_loss"}
     weights = json.loads((art / "ensemble" / "weights.json").read_text())["weights"]
     assert sum(weights.values()) == pytest.approx(1)
-    assert (art / "evaluate" / "plots" / "confusion.csv").exists()
+    for plot in ("models", "ensemble", "detail"):  # what dvc.yaml declares, with its template
+        assert (art / "evaluate" / "plots" / f"{plot}.csv").exists() and (art / "evaluate" / "plots" / f"{plot}.json").exists()
     assert "metrics.json" in sh(repo, "dvc", "metrics", "show")
 
 
@@ -75,7 +76,7 @@ def test_predict_reproduces_the_stored_ensemble(repo):
     got = pd.read_csv(repo / "pred.csv", dtype={"id": str}).set_index("id")
     want = pd.read_parquet(repo / "artifacts/ensemble/preds.parquet").set_index("id").loc[got.index]
     assert len(got) == len(test)
-    assert np.allclose(got["score_0"], want["score_0"], atol=1e-4)
+    assert np.allclose(got["score_fresh"], want["score_fresh"], atol=1e-4)
     assert set(got["prediction"]) <= {"rotten", "fresh"}
     (repo / "bad.csv").write_text("id,review\n1,x\n")
     r = subprocess.run([sys.executable, "-m", "stages.predict", "bad.csv", "--out", "p.csv"], cwd=repo,

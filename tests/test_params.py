@@ -29,14 +29,35 @@ def test_repo_params_are_valid():
     (lambda p: p["ensemble"].update(members=["nope"]), r"ensemble\.members: unknown model 'nope'"),
     (lambda p: p["concat"].update(both=["minilm_ft"]), r"concat\.both: needs >= 2"),
     (lambda p: p["finetune"].update(scheme="magic"), r"finetune\.scheme: .*'full'"),
+    # a regression run must fail here, before any stage runs, not in evaluate after minutes of work
+    (lambda p: (p["data"].update(task="regression"), p["evaluate"].update(primary="accuracy")), r"evaluate\.primary: 'accuracy' is not a regression metric; "
+                                                    r"allowed: \['rmse', 'mae', 'r2'\]"),
+    (lambda p: p["evaluate"].update(primary="f1"), None),
+    (lambda p: p["data"].update(task="regression"), None),  # primary: null follows the task
+    (lambda p: (p["data"].update(task="multiclass"), p["evaluate"].update(primary="f1")),
+     r"evaluate\.primary: 'f1' is not a multiclass metric; allowed: \['f1_macro', 'accuracy', 'roc_auc_ovr'"),
+    (lambda p: p["data"].update(encoding="utf-9"), r"data\.encoding: .*unknown encoding 'utf-9'"),
+    (lambda p: p["data"].update(duplicates="merge"), r"data\.duplicates: .*'group'"),
+    (lambda p: p["ensemble"].update(objective="auc"), r"ensemble\.objective: .*'log_loss'"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, key):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     edit(p)
     path = write(tmp_path, p)
+    if key is None:  # a valid edit, next to the invalid ones it resembles
+        load_params(path)
+        return
     with pytest.raises(ParamsError, match=key) as e:
         load_params(path)
     assert path in str(e.value)
+
+
+@pytest.mark.parametrize("task, primary", [("binary", "accuracy"), ("multiclass", "f1_macro"),
+                                           ("multilabel", "f1_macro"), ("regression", "rmse")])
+def test_primary_metric_defaults_by_task(tmp_path, task, primary):
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"]["task"], p["evaluate"] = task, {}
+    assert load_params(write(tmp_path, p)).primary_metric == primary
 
 
 def test_missing_and_broken_files(tmp_path):
