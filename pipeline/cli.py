@@ -43,7 +43,14 @@ def artifact_stage(name: str, ids: list[str], doc: str, out_for, run) -> None:
     """
     from pipeline.io import atomic_dir
     from pipeline.params import load_params
-    from pipeline.scale import is_main
+
+    # Only a launcher (torchrun, accelerate) sets WORLD_SIZE. pipeline.scale imports torch, which the head,
+    # ensemble and evaluate stages must not pay for (seconds per stage), so it is asked only under one.
+    def is_main() -> bool:
+        if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+            return True
+        from pipeline.scale import is_main as rank_zero
+        return rank_zero()
 
     p = argparse.ArgumentParser(description=doc)
     for i in ids:

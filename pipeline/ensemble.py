@@ -36,37 +36,89 @@ def combine(members: list[np.ndarray], weights: np.ndarray, method: str = "mean"
     return sum(w * m for w, m in zip(weights, members))
 
 
-Loss = Callable[[np.ndarray, np.ndarray], tuple[float, float]]
+Loss = Callable[[np.ndarray, np.ndarray], np.ndarray]
+_EPS = 1e-7
 
 
 def objective_loss(task: Task, objective: str, primary: str, method: str = "mean") -> Loss:
-    """(y, scores) -> (value to minimize, tie-breaker): log loss (RMSE for regression), or the primary metric
-    signed so that lower is better, ties (frequent for accuracy) broken by log loss. Rank-averaged scores have
-    no probability scale: correlation / ROC-AUC instead."""
-    if method == "rank" and task.kind == "regression":
-        return lambda y, s: (-float(np.corrcoef(s[:, 0], y)[0, 1]), 0.0)
+    """(y, blends (G, N, K)) -> (G, 2): the value to minimize and a tie-breaker, for G candidate blends at
+    once. log_loss: log loss (RMSE for regression). primary: the primary metric signed so that lower is better,
+    ties (frequent for accuracy) broken by log loss. Rank-averaged scores have no probability scale:
+    correlation / ROC-AUC instead."""
     if method == "rank":
         auc = "roc_auc" if task.kind == "binary" else "roc_auc_ovr" if task.kind == "multiclass" else "roc_auc_macro"
-        return lambda y, s: (-task.metric(auc, y, np.clip(s, 0, 1)), 0.0)
+        one = (lambda y, s: -float(np.corrcoef(s[:, 0], y)[0, 1])) if task.kind == "regression" else \
+            (lambda y, s: -task.metric(auc, y, np.clip(s, 0, 1)))
+        return lambda y, B: np.array([[one(y, s), 0.0] for s in B])
     if objective == "log_loss":
-        return lambda y, s: (task.selection_loss(y, s), 0.0)
+        return lambda y, B: np.column_stack([batch_loss(task, y, B), np.zeros(len(B))])
     sign = -1.0 if task.higher_is_better(primary) else 1.0
-    return lambda y, s: (sign * task.metric(primary, y, s), task.selection_loss(y, s))
+    return lambda y, B: np.column_stack([sign * batch_metric(task, primary, y, B), batch_loss(task, y, B)])
+
+
+def batch_loss(task: Task, y: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Task.selection_loss of each blend in B (G, N, K) -> (G,)."""
+    if task.kind == "regression":
+        return np.sqrt(np.mean((B[:, :, 0] - y) ** 2, axis=1))
+    if task.kind == "multiclass":
+        p = np.clip(B, _EPS, 1)
+        p = p / p.sum(-1, keepdims=True)
+        return -np.mean(np.log(p[:, np.arange(len(y)), y]), axis=1)
+    p = np.clip(B, _EPS, 1 - _EPS)
+    yy = np.asarray(y, dtype=np.float64).reshape(p.shape[1:])
+    return -np.mean(yy * np.log(p) + (1 - yy) * np.log(1 - p), axis=(1, 2))
+
+
+def batch_metric(task: Task, name: str, y: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Task.metric of each blend in B (G, N, K) -> (G,): counting metrics vectorized, the rest row by row."""
+    k = task.kind
+    if name in ("log_loss", "log_loss_mean"):
+        return batch_loss(task, y, B)
+    if k == "regression":
+        err = B[:, :, 0] - y
+        if name == "rmse":
+            return np.sqrt(np.mean(err ** 2, axis=1))
+        if name == "mae":
+            return np.mean(np.abs(err), axis=1)
+    elif name in ("accuracy", "subset_accuracy", "f1", "f1_macro"):
+        hard = B.argmax(-1) if k == "multiclass" else (B >= 0.5).astype(np.int64)
+        if k == "binary":
+            hard = hard[:, :, 0]
+        if name in ("accuracy", "subset_accuracy"):
+            eq = hard == y
+            return np.mean(eq.all(-1) if k == "multilabel" else eq, axis=1)
+        if k == "multilabel":  # per label: predicted (G, N, L) vs true (N, L)
+            tp, pred, true = (hard * y).sum(1), hard.sum(1), np.asarray(y).sum(0)
+        else:
+            classes = [1] if name == "f1" else range(len(task.classes))
+            tp = np.stack([((hard == c) & (y == c)).sum(1) for c in classes], -1)
+            pred = np.stack([(hard == c).sum(1) for c in classes], -1)
+            true = np.array([(y == c).sum() for c in classes])
+        denom = pred + true
+        f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)  # sklearn's zero_division=0
+        return f1.mean(-1)
+    return np.array([task.metric(name, y, s) for s in B])
 
 
 def fit_weights(task: Task, y_valid: np.ndarray, members: list[np.ndarray], step: float,
                 method: str = "mean", loss: Loss | None = None) -> tuple[np.ndarray, float]:
     """-> (weights (n,), the objective's value). For n above 5 the grid coarsens to keep the search small.
-    `loss` defaults to log loss / RMSE (see objective_loss)."""
+    `loss` defaults to log loss / RMSE (see objective_loss). Blends are scored a block of weights at a time
+    (one einsum and one vectorized loss per block): thousands of candidates cost well under a second."""
     loss = loss or objective_loss(task, "log_loss", "", method)
     n = len(members)
     while n > 1 and len(simplex_grid(n, step)) > 20000:
         step *= 2
+    grid = simplex_grid(n, step) if n > 1 else np.ones((1, 1))
+    S = np.stack([ranks(m) for m in members] if method == "rank" else members).astype(np.float64)
+    block = max(1, int(2e7 // max(S[0].size, 1)))
     best_w, best = None, (np.inf, np.inf)
-    for w in simplex_grid(n, step) if n > 1 else np.ones((1, 1)):
-        value = loss(y_valid, combine(members, w, method))
-        if value < best:
-            best_w, best = w, value
+    for i in range(0, len(grid), block):
+        W = grid[i:i + block]
+        V = loss(y_valid, np.einsum("gm,mnk->gnk", W, S))
+        j = np.lexsort((V[:, 1], V[:, 0]))[0]  # lowest value, then lowest tie-breaker, then earliest
+        if (V[j, 0], V[j, 1]) < best:
+            best_w, best = W[j], (V[j, 0], V[j, 1])
     return best_w, float(best[0])
 
 

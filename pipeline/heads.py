@@ -26,13 +26,13 @@ EVAL_SPLITS = ("valid", "test")
 
 
 def cuml_available() -> bool:
+    """cuML imports and sees a GPU. cuML first: where it is not installed (every CPU machine) this fails at once,
+    without importing torch or CUDA libraries."""
     try:
-        import torch
-        if not torch.cuda.is_available():
-            return False
         importlib.import_module("cuml")
-        return True
-    except Exception:  # noqa: BLE001 - any import failure means "not here"
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - any import or driver failure means "not here"
         return False
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 from sklearn import metrics as skm
 
 from pipeline.params import TASK_METRICS
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -60,8 +63,10 @@ class Task:
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         return np.asarray(u, dtype=np.float64) * (self.y_max - self.y_min) + self.y_min
 
-    # ---- torch side ---------------------------------------------------------------------------------------
-    def torch_target(self, y: np.ndarray) -> torch.Tensor:
+    # ---- torch side: imported here, so that heads, ensemble and evaluate never load torch --------------------
+    def torch_target(self, y: np.ndarray) -> "torch.Tensor":
+        import torch
+
         if self.kind == "multiclass":
             return torch.as_tensor(y, dtype=torch.long)
         if self.kind == "regression":
@@ -70,12 +75,16 @@ class Task:
             return torch.as_tensor(y, dtype=torch.float32).unsqueeze(-1)
         return torch.as_tensor(y, dtype=torch.float32)
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: "torch.Tensor", target: "torch.Tensor") -> "torch.Tensor":
+        import torch.nn.functional as F
+
         if self.kind == "multiclass":
             return F.cross_entropy(logits.float(), target)
         return F.binary_cross_entropy_with_logits(logits.float(), target)
 
-    def scores_from_logits(self, logits: torch.Tensor) -> np.ndarray:
+    def scores_from_logits(self, logits: "torch.Tensor") -> np.ndarray:
+        import torch
+
         logits = logits.float()
         if self.kind == "multiclass":
             return torch.softmax(logits, -1).cpu().numpy()

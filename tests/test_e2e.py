@@ -84,6 +84,19 @@ def test_predict_reproduces_the_stored_ensemble(repo):
     assert r.returncode == 2 and "bad.csv: missing column 'text'" in r.stderr and not (repo / "p.csv").exists()
 
 
+@pytest.mark.parametrize("argv", [["stages.head", "minilm_pt", "svm"], ["stages.head", "both", "svm"],
+                                  ["stages.ensemble"], ["stages.evaluate"]])
+def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
+    """Changing heads.svm.C must cost seconds: these stages do their work without torch/transformers/timm,
+    whose import alone costs seconds per stage. The stage really runs; then its modules are listed."""
+    code = ("import runpy, sys; sys.argv = %r; runpy.run_module(%r, run_name='__main__'); "
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'timm', 'torchvision', 'peft') "
+            "if m in sys.modules))" % (argv, argv[0]))
+    out = sh(repo, sys.executable, "-c", code)
+    assert "HEAVY []" in out, out[-2000:]
+    sh(repo, "dvc", "commit", "-f", "-q")  # the rerun rewrote outputs DVC already had: same content, same lock
+
+
 def test_unchanged_rerun_does_nothing(repo):
     out = sh(repo, "dvc", "repro")
     assert ran(out) == set(), out

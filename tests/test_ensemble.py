@@ -108,3 +108,21 @@ def test_regression_check_is_signed_so_that_lower_rmse_wins():
     assert check["best_member"] == "good" and check["gain"] > -0.05  # a blend may add a little noise
     assert task.score_columns() == ["score"]
     assert Task("binary", classes=["rotten", "fresh"]).score_columns() == ["score_fresh"]
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel", "regression"])
+def test_vectorized_blend_metrics_equal_the_task_metrics(kind):
+    """The weight search scores thousands of blends at once; each number must be Task.metric's."""
+    from pipeline.ensemble import batch_loss, batch_metric
+
+    rng = np.random.default_rng(3)
+    n = 200
+    task = {"binary": Task("binary", classes=["a", "b"]), "multiclass": TASK,
+            "multilabel": Task("multilabel", classes=["x", "y", "z"]),
+            "regression": Task("regression", y_min=0, y_max=1)}[kind]
+    y = {"binary": rng.integers(0, 2, n), "multiclass": rng.integers(0, 3, n),
+         "multilabel": rng.integers(0, 2, (n, 3)).astype(np.float32), "regression": rng.random(n)}[kind]
+    B = rng.dirichlet(np.ones(3), (5, n)) if kind == "multiclass" else rng.random((5, n, task.n_outputs))
+    for name in task.metric_names:
+        assert batch_metric(task, name, y, B) == pytest.approx([task.metric(name, y, s) for s in B], abs=1e-12), name
+    assert batch_loss(task, y, B) == pytest.approx([task.selection_loss(y, s) for s in B], abs=1e-12)
