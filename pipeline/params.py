@@ -146,8 +146,17 @@ class EmbedParams(_Section):
     batch_size: int = Field(128, gt=0)
     dtype: Literal["float32", "float16"] = "float32"
     chunk_rows: int = Field(4096, gt=0)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # torch backend's autocast
     bucket: bool = True
+    # CPU runtimes for the frozen text encoder, exported to ONNX once per embed stage (pipeline/runtimes.py)
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
+    quantize: Literal["none", "int8"] = "none"  # onnx: dynamic int8; openvino: int8 weights (NNCF)
+
+    @model_validator(mode="after")
+    def _runtime(self):
+        if self.quantize != "none" and self.backend == "torch":
+            raise ValueError("quantize is for backend: onnx or openvino")
+        return self
 
 
 class SourceParams(_Section):
@@ -231,6 +240,8 @@ class Params(_Section):
             if bb.modality != modality:
                 raise ValueError(f"backbones.{name}.modality: {bb.modality!r} but the data are {modality}s "
                                  f"(data.source / data.image_column)")
+            if modality == "image" and self.embed.backend != "torch":
+                raise ValueError(f"embed.backend: {self.embed.backend!r} is for text backbones; use torch for images")
             if modality == "image" and self.finetune.scheme in ("lora", "adapter"):
                 raise ValueError(f"finetune.scheme: {self.finetune.scheme!r} is for text backbones; "
                                  "use full, freeze or gradual for images")

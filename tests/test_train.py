@@ -197,3 +197,23 @@ def test_adapter_schemes_train_only_adapters_and_reload(tiny_model_dir, tmp_path
     b = collate(train[0], list(range(8)))
     with torch.no_grad():
         assert torch.allclose(rebuilt(**b), model.encoder(**b), atol=1e-6)
+
+
+@pytest.mark.parametrize("backend, quantize, min_cos", [("onnx", "none", 0.99999), ("onnx", "int8", 0.98),
+                                                         ("openvino", "none", 0.999), ("openvino", "int8", 0.98)])
+def test_runtime_backends_embed_like_torch(tmp_path, tiny_backbone, backend, quantize, min_cos):
+    """embed.backend onnx/openvino: the exported encoder gives the torch path's embeddings (to the precision of
+    the runtime: fp32 ONNX exact to float error, int8 and OpenVINO's bf16 close), on the same bucketed batches."""
+    pytest.importorskip("onnxruntime" if backend == "onnx" else "openvino")
+    from pipeline.embed import embed_frame
+    from pipeline.params import EmbedParams
+    from pipeline.runtimes import RuntimeEncoder, export
+
+    texts = [" ".join(["word"] * n) + f" number {n}" for n in range(1, 40)]
+    cfg = EmbedParams(batch_size=8, precision="fp32")
+    ref = embed_frame(tiny_backbone, texts, cfg, torch.device("cpu"))
+    path = export(tiny_backbone, tmp_path, backend, quantize)
+    assert path.exists() and path.name.startswith("encoder")
+    got = embed_frame(RuntimeEncoder(path, backend, tiny_backbone.tokenizer, 32), texts, cfg, torch.device("cpu"))
+    cos = np.sum(ref * got, 1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    assert got.shape == ref.shape and cos.min() >= min_cos

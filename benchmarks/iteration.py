@@ -1,0 +1,112 @@
+"""Iteration speed: what changing an SVM's C costs through `dvc repro`, against the whole pipeline.
+
+    python benchmarks/iteration.py [--compare REV] [--skip-full]
+
+In a scratch git + DVC copy of this project (pipeline/, stages/, data/, dvc.yaml, params.yaml):
+1. `dvc repro`: every stage, wall time (the baseline the C change is measured against);
+2. `heads.svm.C` 1.0 -> 2.0, `dvc repro`: wall time and the stages it ran;
+3. each rerun stage's command run again on its own: its process wall time. The rerun's wall minus their sum
+   is what DVC itself costs (reading dvc.yaml and the lock, hashing deps, caching outputs);
+4. for each stage module, the import time in a fresh interpreter and whether torch got imported, for this
+   tree and, with --compare REV, for that git revision (e.g. the commit before the stages went lean).
+Step 1 always runs (the C change needs its outputs); --skip-full leaves its time out of the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STAGES = ["stages.prepare", "stages.pretrained", "stages.finetune", "stages.embed", "stages.head",
+          "stages.ensemble", "stages.evaluate"]
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+       "TRANSFORMERS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+
+
+def sh(cwd: Path, *cmd: str) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return time.perf_counter() - t0, r.stdout + r.stderr
+
+
+def scratch(src: Path, dst: Path) -> Path:
+    for name in ("pipeline", "stages", "data"):
+        shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(src / name, dst / name)
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "b@b"], ["git", "config", "user.name", "b"],
+                ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        sh(dst, *cmd)
+    return dst
+
+
+def import_times(tree: Path, repeats: int = 3) -> dict[str, tuple[float, bool]]:
+    """stage module -> (best-of-n import seconds in a fresh interpreter, torch imported)."""
+    out = {}
+    for mod in STAGES:
+        code = f"import time, sys; t = time.perf_counter(); import {mod}; print(time.perf_counter() - t, 'torch' in sys.modules)"
+        runs = []
+        for _ in range(repeats):
+            r = subprocess.run([sys.executable, "-c", code], cwd=tree, env={**ENV, "PYTHONPATH": str(tree)},
+                               capture_output=True, text=True, check=True)
+            secs, torch = r.stdout.split()
+            runs.append((float(secs), torch == "True"))
+        out[mod] = min(runs)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", help="a git revision whose stage import times are shown beside this tree's")
+    ap.add_argument("--skip-full", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = scratch(ROOT, Path(tmp) / "repo")
+        full, _ = sh(repo, "dvc", "repro")
+        print(f"full dvc repro: {full:.1f} s")
+        p = yaml.safe_load((repo / "params.yaml").read_text())
+        p["heads"]["svm"]["C"] = 2.0
+        (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        rerun, log = sh(repo, "dvc", "repro")
+        stages = re.findall(r"Running stage '([^']+)':\n> (.+)", log)
+        print(f"heads.svm.C change: dvc repro {rerun:.1f} s, {len(stages)} stages: {[s for s, _ in stages]}")
+        alone = 0.0
+        for name, cmd in stages:
+            secs, out = sh(repo, *cmd.split())
+            done = re.search(r"done in ([0-9.]+)s", out)
+            print(f"  {name:28s} process {secs:5.2f} s, of which the stage's own work {float(done[1]):5.2f} s")
+            alone += secs
+        print(f"  DVC's own share of the rerun: {rerun - alone:.1f} s ({rerun:.1f} - {alone:.1f} of stage processes)")
+        if not args.skip_full:
+            print(f"ratio C rerun / full repro: {rerun / full:.1%}")
+        trees = {"this tree": ROOT}
+        if args.compare:
+            old = Path(tmp) / "old"
+            subprocess.run(["git", "worktree", "add", "-q", "--detach", str(old), args.compare], cwd=ROOT, check=True)
+            trees[args.compare] = old
+        try:
+            times = {name: import_times(tree) for name, tree in trees.items()}
+        finally:
+            if args.compare:
+                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "old")], cwd=ROOT)
+        print("\n| stage module | " + " | ".join(f"import s ({n})" for n in times) + " |")
+        print("|---|" + "---|" * len(times))
+        for mod in STAGES:
+            cells = [f"{t[mod][0]:.2f}{' (torch)' if t[mod][1] else ''}" for t in times.values()]
+            print(f"| {mod} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
