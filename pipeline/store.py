@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import zarr
 
 from pipeline import PipelineError
 
 
 def write_embeddings(folder: str | Path, X: np.ndarray, index: pd.DataFrame, dtype: str = "float32",
                      chunk_rows: int = 4096) -> None:
+    import zarr  # here: modules that only read or write predictions do not need it (the GPU benchmark image)
+
     folder = Path(folder)
     arr = zarr.create_array(store=str(folder / "vectors.zarr"), shape=X.shape, dtype=dtype,
                             chunks=(min(chunk_rows, max(len(X), 1)), X.shape[1]), zarr_format=3)
@@ -29,6 +30,8 @@ def read_embeddings(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     folder = Path(folder)
     if not (folder / "index.parquet").exists() or not (folder / "vectors.zarr").exists():
         raise PipelineError(f"{folder}: not an embedding cache (run the embed stage first)")
+    import zarr
+
     X = zarr.open_array(str(folder / "vectors.zarr"), mode="r")[:].astype(np.float32)
     index = pd.read_parquet(folder / "index.parquet")
     if len(index) != len(X):

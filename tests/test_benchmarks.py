@@ -1,0 +1,32 @@
+"""The benchmark entry points stay runnable: the GPU suite's CPU dry run, and the GPU extra matching torch."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+
+def test_gpu_extra_matches_the_cuda_major_of_torch():
+    """cuML wheels are per CUDA major; a cu12 cuML beside a CUDA 13 torch does not load."""
+    extra = re.search(r'^gpu = \["cuml-cu(\d+)"\]', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert extra and torch.version.cuda and extra[1] == torch.version.cuda.split(".")[0]
+
+
+@pytest.mark.slow
+def test_gpu_suite_dry_run_on_cpu(tmp_path):
+    """`make bench-gpu` runs benchmarks/gpu.py; its --device cpu --tiny mode exercises every bench path."""
+    r = subprocess.run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--tiny", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                                                                      "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "gpu.json").read_text())
+    assert {row["bench"] for row in res["rows"]} == {"embed", "finetune", "autofreeze", "heads"}
+    assert res["meta"]["size"] == "tiny" and (tmp_path / "gpu.md").read_text().count("\n| ") >= 7
+    r = subprocess.run([sys.executable, "benchmarks/gpu.py", "--device", "cuda", "--tiny"], cwd=ROOT,
+                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    if not torch.cuda.is_available():
+        assert r.returncode != 0 and "torch sees no GPU" in r.stderr
