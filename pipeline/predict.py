@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 
@@ -18,6 +17,7 @@ from pipeline.backbones import make_backbone
 from pipeline.data import DataError, first_rows, read_prepared, read_table
 from pipeline.embed import embed_frame
 from pipeline.ensemble import combine
+from pipeline.head_store import load_head
 from pipeline.io import read_json
 from pipeline.model import Classifier, MLPHead
 from pipeline.params import Params
@@ -66,7 +66,7 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
         else:
             features, head = _member(params, name)
             X = np.hstack([source(p) for p in params.concat.get(features, [features])])
-            members[name] = joblib.load(paths.head(features, head) / "head.joblib").scores(X)
+            members[name] = load_head(paths.head(features, head)).scores(X)
     w = np.array([ens["weights"][m] for m in members])
     return combine(list(members.values()), w, ens.get("method", "mean")), members
 
