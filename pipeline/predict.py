@@ -13,9 +13,8 @@ import pandas as pd
 
 from pipeline import PipelineError, paths
 from pipeline.accel import pick_device, resolve_precision
-from pipeline.backbones import make_backbone
 from pipeline.data import DataError, first_rows, read_prepared, read_table
-from pipeline.embed import embed_frame
+from pipeline.embed import embed_frame, source_encoder
 from pipeline.ensemble import combine
 from pipeline.head_store import load_head
 from pipeline.io import read_json
@@ -45,11 +44,7 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
 
     def source(name: str) -> np.ndarray:
         if name not in cache:
-            src = params.sources[name]
-            cfg = params.backbones[src.backbone]
-            enc = load_finetuned_encoder(cfg, paths.finetune(src.backbone)) if src.from_ == "finetune" \
-                else make_backbone(cfg)
-            X = embed_frame(enc, texts, params.embed, device)
+            X = embed_frame(source_encoder(params, name), texts, params.embed, device)
             cache[name] = X.astype(params.embed.dtype).astype(np.float32)  # what the heads saw in the cache
         return cache[name]
 

@@ -143,3 +143,38 @@ def test_image_params_are_checked():
     p["finetune"]["scheme"] = "lora"
     with pytest.raises(Exception, match="for text backbones"):
         Params.model_validate(p)
+
+
+def test_random_init_backbone_is_drawn_once_and_reused(tmp_path, monkeypatch):
+    """A timm backbone without pretrained_file: the pretrained stage saves the weights it drew, so embedding
+    twice and predict's encoder give identical vectors (they used to draw fresh weights every time)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from pipeline import paths
+    from pipeline.data import prepare_dataset
+    from pipeline.embed import embed_frame, run_embed, source_encoder
+    from pipeline.io import write_json
+    from pipeline.params import Params
+    from pipeline.store import read_embeddings
+    from stages.pretrained import _run as run_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    write_pngs(tmp_path / "data" / "imgs", n=12)
+    params = Params.model_validate(image_params({"source": "folder", "path": "data/imgs"}))
+    df, task, _ = prepare_dataset(params.data, params.seed)
+    paths.DATA.mkdir(parents=True)
+    df.to_parquet(paths.DATA / "dataset.parquet", index=False)
+    write_json(paths.DATA / "task.json", task.to_dict())
+    paths.pretrained("vit").mkdir(parents=True)
+    run_pretrained(params, SimpleNamespace(backbone="vit"), paths.pretrained("vit"))
+    assert (paths.pretrained("vit") / "model.safetensors").is_file()
+    runs = []
+    for i in range(2):
+        (tmp_path / f"emb{i}").mkdir()
+        run_embed(params, "vit_pt", tmp_path / f"emb{i}")
+        runs.append(read_embeddings(tmp_path / f"emb{i}")[0])
+    assert np.array_equal(runs[0], runs[1])
+    X = embed_frame(source_encoder(params, "vit_pt"), df["image"].tolist(), params.embed, torch.device("cpu"))
+    assert np.array_equal(X, runs[0])  # what predict computes for the same images
