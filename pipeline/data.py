@@ -90,6 +90,8 @@ def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
     if cfg.image_column:
         root = Path(cfg.image_root) if cfg.image_root else path.parent
         images = df[inp].map(lambda p: p if pd.isna(p) or str(p).strip() == "" else str(root / str(p).strip()))
+        from pipeline.vision import refuse_outside
+        refuse_outside([p for p in images if not pd.isna(p) and p != ""], root, str(path))
         return pd.DataFrame({"id": ids, "image": images, "label": df[cfg.label_column]}), str(path)
     return pd.DataFrame({"id": ids, "text": df[inp], "label": df[cfg.label_column]}), str(path)
 
@@ -101,6 +103,8 @@ def _image_folder(root: Path) -> pd.DataFrame:
     files = sorted(f for f in root.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class subfolders")
+    from pipeline.vision import refuse_outside
+    refuse_outside(files, root, str(root))  # a symlink in a class folder may point anywhere
     return pd.DataFrame({"id": [f.relative_to(root).as_posix() for f in files], "image": [str(f) for f in files],
                          "label": [f.parent.name for f in files]})
 
@@ -136,12 +140,15 @@ def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame,
     """Drop or reject bad rows. Row numbers in errors are 0-based positions in the input file."""
     classes = list(cfg.classes) if cfg.classes else (["rotten", "fresh"] if cfg.source == "rotten_tomatoes"
                                                       else None)
-    masks = _bad_rows(df.reset_index(drop=True), cfg, classes)
+    df = df.reset_index(drop=True)
+    masks = _bad_rows(df, cfg, classes)
+    col = input_column(df)
     counts = {k: int(m.sum()) for k, m in masks.items()}
     bad = np.logical_or.reduce([m.to_numpy() for m in masks.values()])
     if bad.any():
         if cfg.on_bad_rows == "error":
-            msgs = [f"{k}: {int(m.sum())} rows (first: {first_rows(m)})"
+            msgs = [f"{k}: {int(m.sum())} rows (first: {first_rows(m)}"
+                    + (f", files {df[col].to_numpy()[first_rows(m, 3)].tolist()})" if k in ("missing_image_file", "unreadable_image") else ")")
                     for k, m in masks.items() if m.any()]
             raise DataError(f"{source}: bad rows: " + "; ".join(msgs)
                             + " (set data.on_bad_rows: drop to drop them)")

@@ -101,12 +101,39 @@ def test_missing_and_unreadable_images_are_named(tmp_path):
     table.loc[5, "file"] = "broken.png"
     table.to_csv(tmp_path / "t.csv", index=False)
     cfg = DataParams(source="file", path=str(tmp_path / "t.csv"), image_column="file", on_bad_rows="error")
-    with pytest.raises(PipelineError, match=r"missing_image_file: 1 rows \(first: \[3\]\); unreadable_image: 1 rows "
-                                            r"\(first: \[5\]\)"):
+    with pytest.raises(PipelineError, match=r"missing_image_file: 1 rows \(first: \[3\], files \['[^']*/nowhere\.png'\]\); "
+                                            r"unreadable_image: 1 rows \(first: \[5\], files \['[^']*/broken\.png'\]\)"):
         prepare_dataset(cfg, 0)
     df, _, report = prepare_dataset(cfg.model_copy(update={"on_bad_rows": "drop"}), 0)
     assert len(df) == 22 and report["dropped"]["missing_image_file"] == 1 and report["dropped"]["unreadable_image"] == 1
     assert (df["image_sha"].str.len() == 16).all()
+
+
+@pytest.mark.parametrize("escape", ["../secret.png", "ABS", "link.png"])
+def test_image_paths_outside_the_root_are_refused(tmp_path, escape):
+    """`../`, absolute paths and symlinks out of image_root were followed (/etc/passwd was opened)."""
+    from pipeline.data import prepare_dataset
+    from pipeline.params import DataParams
+
+    root = tmp_path / "imgs"
+    table = write_pngs(root, n=24)
+    (tmp_path / "secret.png").write_bytes((root / table.loc[0, "file"]).read_bytes())
+    (root / "link.png").symlink_to(tmp_path / "secret.png")
+    table.loc[4, "file"] = str(tmp_path / "secret.png") if escape == "ABS" else escape
+    table.to_csv(root / "t.csv", index=False)
+    cfg = DataParams(source="file", path=str(root / "t.csv"), image_column="file", on_bad_rows="drop")
+    with pytest.raises(PipelineError, match=r"t\.csv: 1 image paths lead outside .*imgs: \['[^']*(secret|link)\.png'\]"):
+        prepare_dataset(cfg, 0)
+
+
+def test_symlinks_out_of_an_image_folder_are_refused(tmp_path):
+    from pipeline.data import prepare_dataset
+    from pipeline.params import DataParams
+
+    write_pngs(tmp_path / "imgs", n=24)
+    (tmp_path / "imgs" / "dark" / "passwd.png").symlink_to("/etc/passwd")
+    with pytest.raises(PipelineError, match=r"1 image paths lead outside .*imgs: \['[^']*dark/passwd\.png'\]"):
+        prepare_dataset(DataParams(source="folder", path=str(tmp_path / "imgs"), on_bad_rows="drop"), 0)
 
 
 def test_pretrained_file_is_loaded_and_checked(tmp_path):
