@@ -174,6 +174,10 @@ def make_task(df: pd.DataFrame, cfg: DataParams) -> Task:
         classes = sorted(df["label"].unique())
     if cfg.task == "binary" and len(classes) != 2:
         raise DataError(f"data.task is binary but the labels have {len(classes)} classes: {classes[:10]}")
+    seen = sorted(df["label"].unique()) if cfg.task in ("binary", "multiclass") else classes
+    if len(seen) < 2:  # data.classes may list more classes than the rows have
+        raise DataError(f"the rows have {len(seen)} class {seen} of data.classes {classes}: "
+                        "a classifier needs rows of at least 2 classes")
     return Task(cfg.task, classes=classes, label_sep=cfg.label_sep)
 
 
@@ -200,8 +204,11 @@ def split(df: pd.DataFrame, cfg: DataParams, task: Task, seed: int) -> pd.DataFr
         if task.kind != "regression":
             raise DataError(f"cannot split {len(df)} rows into train/valid/test: {e}") from None
         # too few rows per target quantile to stratify: a seeded random split
-        tr, rest = train_test_split(idx, test_size=hold, random_state=seed)
-        va, te = train_test_split(rest, test_size=cfg.test_frac / hold, random_state=seed)
+        try:
+            tr, rest = train_test_split(idx, test_size=hold, random_state=seed)
+            va, te = train_test_split(rest, test_size=cfg.test_frac / hold, random_state=seed)
+        except ValueError as e:
+            raise DataError(f"cannot split {len(df)} rows into train/valid/test: {e}") from None
     out = df.copy()
     out["split"] = "train"
     out.loc[va, "split"] = "valid"
@@ -215,7 +222,11 @@ def prepare_dataset(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, Task, dic
     df, dropped = clean(raw, cfg, source)
     if cfg.max_rows and len(df) > cfg.max_rows:
         strat = df["label"] if cfg.task in ("binary", "multiclass") else None
-        keep, _ = train_test_split(np.arange(len(df)), train_size=cfg.max_rows, random_state=seed, stratify=strat)
+        try:
+            keep, _ = train_test_split(np.arange(len(df)), train_size=cfg.max_rows, random_state=seed,
+                                       stratify=strat)
+        except ValueError as e:
+            raise DataError(f"data.max_rows={cfg.max_rows}: cannot subsample {len(df)} rows: {e}") from None
         df = df.iloc[np.sort(keep)].reset_index(drop=True)
     task = make_task(df, cfg)
     df = split(df, cfg, task, seed)
