@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,6 +143,22 @@ def test_kfold_heads_write_oof_rows_and_the_ensemble_fits_on_them(repo):
     # ... and once every member is k-fold on pretrained features, on the train OOF rows as well
     assert json.loads((art / "ensemble/weights.json").read_text())["fit_rows"] == {"valid": n["valid"],
                                                                                    "train_oof": n["train"]}
+
+
+def test_a_removed_head_leaves_no_folder_and_the_lock_matches_a_clean_checkout(repo):
+    """Folders of removed heads stayed in artifacts/heads, which ensemble and evaluate read whole: dvc.lock
+    recorded them, and a clean checkout (without them) no longer matched it."""
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    del p["heads"]["logreg"]
+    p["ensemble"]["members"] = ["minilm_pt-svm"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    assert {"check", "ensemble", "evaluate"} <= ran(sh(repo, "dvc", "repro"))
+    assert not list((repo / "artifacts/heads").glob("*logreg*"))
+    assert not any("logreg" in m for m in json.loads((repo / "artifacts/evaluate/metrics.json").read_text()))
+    for folder in ("heads", "embeddings", "finetune"):
+        shutil.rmtree(repo / "artifacts" / folder)
+    sh(repo, "dvc", "checkout")
+    assert "up to date" in sh(repo, "dvc", "status")
 
 
 def test_an_unknown_key_fails_dvc_repro(repo):
