@@ -119,6 +119,23 @@ def make_backbone(cfg: BackboneParams, path: str | None = None):
     return TextEncoder(model, tok, cfg.pooling, cfg.max_length)
 
 
+def saves_weights(cfg: BackboneParams) -> bool:
+    """True for backbones with no stored weights (a timm model without pretrained_file: random init). The
+    pretrained stage saves the weights it drew, so that every later stage and predict use the same ones."""
+    return cfg.modality == "image" and not cfg.pretrained_file
+
+
+def pretrained_encoder(cfg: BackboneParams, folder: str | Path):
+    """The pretrained backbone as the pretrained stage fixed it in `folder` (artifacts/pretrained/<bb>):
+    its saved weights for random-init backbones, else the configured weights."""
+    if not saves_weights(cfg):
+        return make_backbone(cfg)
+    if not (Path(folder) / "model.safetensors").is_file():
+        raise PipelineError(f"{folder}/model.safetensors: not found (run `dvc repro`: the pretrained stage saves "
+                            "the random-init weights that every later stage uses)")
+    return make_backbone(cfg, path=str(folder))
+
+
 def fingerprint(cfg: BackboneParams) -> dict:
     """sha256 of every weight/config file of a local backbone (what DVC should react to).
 

@@ -126,6 +126,8 @@ def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
     if cfg.image_column:
         root = Path(cfg.image_root) if cfg.image_root else path.parent
         images = df[inp].map(lambda p: p if pd.isna(p) or str(p).strip() == "" else str(root / str(p).strip()))
+        from pipeline.vision import refuse_outside
+        refuse_outside([p for p in images if not pd.isna(p) and p != ""], root, str(path))
         return pd.DataFrame({"id": ids, "image": images, "label": label}), str(path)
     return pd.DataFrame({"id": ids, "text": df[inp], "label": label}), str(path)
 
@@ -137,6 +139,8 @@ def _image_folder(root: Path) -> pd.DataFrame:
     files = sorted(f for f in root.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class subfolders")
+    from pipeline.vision import refuse_outside
+    refuse_outside(files, root, str(root))  # a symlink in a class folder may point anywhere
     return pd.DataFrame({"id": [f.relative_to(root).as_posix() for f in files], "image": [str(f) for f in files],
                          "label": [f.parent.name for f in files]})
 
@@ -184,12 +188,15 @@ def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame,
     """Drop or reject bad rows. Row numbers in errors are 0-based positions in the input file."""
     classes = list(cfg.classes) if cfg.classes else (["rotten", "fresh"] if cfg.source == "rotten_tomatoes"
                                                       else None)
-    masks = _bad_rows(df.reset_index(drop=True), cfg, classes)
+    df = df.reset_index(drop=True)
+    masks = _bad_rows(df, cfg, classes)
+    col = input_column(df)
     counts = {k: int(m.sum()) for k, m in masks.items()}
     bad = np.logical_or.reduce([m.to_numpy() for m in masks.values()])
     if bad.any():
         if cfg.on_bad_rows == "error":
-            msgs = [f"{k}: {int(m.sum())} rows (first: {first_rows(m)})"
+            msgs = [f"{k}: {int(m.sum())} rows (first: {first_rows(m)}"
+                    + (f", files {df[col].to_numpy()[first_rows(m, 3)].tolist()})" if k in ("missing_image_file", "unreadable_image") else ")")
                     for k, m in masks.items() if m.any()]
             raise DataError(f"{source}: bad rows: " + "; ".join(msgs)
                             + " (set data.on_bad_rows: drop to drop them)")
@@ -220,6 +227,10 @@ def make_task(df: pd.DataFrame, cfg: DataParams) -> Task:
         classes = sorted(df["label"].unique())
     if cfg.task == "binary" and len(classes) != 2:
         raise DataError(f"data.task is binary but the labels have {len(classes)} classes: {classes[:10]}")
+    seen = sorted(df["label"].unique()) if cfg.task in ("binary", "multiclass") else classes
+    if len(seen) < 2:  # data.classes may list more classes than the rows have
+        raise DataError(f"the rows have {len(seen)} class {seen} of data.classes {classes}: "
+                        "a classifier needs rows of at least 2 classes")
     return Task(cfg.task, classes=classes, label_sep=cfg.label_sep)
 
 
@@ -239,7 +250,11 @@ def prepare_dataset(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, Task, dic
     df, dropped = clean(raw, cfg, source)
     if cfg.max_rows and len(df) > cfg.max_rows:
         strat = df["label"] if cfg.task in ("binary", "multiclass") else None
-        keep, _ = train_test_split(np.arange(len(df)), train_size=cfg.max_rows, random_state=seed, stratify=strat)
+        try:
+            keep, _ = train_test_split(np.arange(len(df)), train_size=cfg.max_rows, random_state=seed,
+                                       stratify=strat)
+        except ValueError as e:
+            raise DataError(f"data.max_rows={cfg.max_rows}: cannot subsample {len(df)} rows: {e}") from None
         df = df.iloc[np.sort(keep)].reset_index(drop=True)
     if input_column(df) == "image":
         from pipeline.vision import file_sha

@@ -13,7 +13,7 @@ import torch
 
 from pipeline import paths
 from pipeline.accel import autocast, pick_device, resolve_precision
-from pipeline.backbones import make_backbone
+from pipeline.backbones import pretrained_encoder
 from pipeline.batching import map_batches
 from pipeline.data import input_column, read_prepared
 from pipeline.io import write_json, write_params
@@ -34,15 +34,22 @@ def embed_frame(encoder, items, cfg_embed, device) -> np.ndarray:
     return map_batches(fn, tok, cfg_embed.batch_size, device, cfg_embed.bucket, desc="embed")
 
 
+def source_encoder(params: Params, source: str):
+    """The frozen encoder of a source: the fine-tuned backbone, or the pretrained one as the pretrained stage
+    fixed it. The embed stage and predict both build it here."""
+    src = params.sources[source]
+    cfg = params.backbones[src.backbone]
+    if src.from_ == "finetune":
+        return load_finetuned_encoder(cfg, paths.finetune(src.backbone))
+    return pretrained_encoder(cfg, paths.pretrained(src.backbone))
+
+
 def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DATA) -> dict:
     """Embed every row with the source's backbone (pretrained, or the fine-tuned one) into a Zarr cache."""
     src = params.sources[source]
     cfg = params.backbones[src.backbone]
     df, _ = read_prepared(data_dir)
-    if src.from_ == "finetune":
-        encoder = load_finetuned_encoder(cfg, paths.finetune(src.backbone))
-    else:
-        encoder = make_backbone(cfg)
+    encoder = source_encoder(params, source)
     device = pick_device()
     runtime = {}
     if params.embed.backend != "torch":  # export once into this artifact; predict runs the same file

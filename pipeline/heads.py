@@ -11,7 +11,6 @@ import logging
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 
 from pipeline import PipelineError, paths
@@ -265,11 +264,12 @@ def feature_folders(params: Params, features: str) -> list[Path]:
 
 
 def run_head(params: Params, features: str, head_name: str, out: Path, data_dir: Path = paths.DATA) -> dict:
-    """Fit a head on cached features (a source or a concat of sources) -> preds.parquet, head.joblib,
-    report.json. Without folds: fit on train, choose C on valid, predict valid + test. With folds: see
+    """Fit a head on cached features (a source or a concat of sources) -> preds.parquet, the head
+    (pipeline/head_store.py: head.json, estimators.pkl), report.json. Without folds: fit on train, choose C on valid, predict valid + test. With folds: see
     pipeline/folds.py; OOF predictions are written for valid rows, and for train rows too when no part of
     the features was fine-tuned (a fine-tuned backbone saw the train labels, so its train OOF would flatter it)."""
     from pipeline.folds import fit_folded
+    from pipeline.head_store import save_head
 
     cfg = params.heads[head_name]
     _, task = read_prepared(data_dir)
@@ -294,7 +294,7 @@ def run_head(params: Params, features: str, head_name: str, out: Path, data_dir:
         scores = np.vstack([head.heldout_scores(X[sel["valid"]], y[sel["valid"]]), head.scores(X[sel["test"]])])
     report["fit_seconds"] = time.perf_counter() - t0
     write_preds(out / "preds.parquet", ids, splits, scores, task.score_columns())
-    joblib.dump(head, out / "head.joblib")
+    save_head(head, out)
     write_json(out / "report.json", report)
     write_params(out, head=cfg, features=[str(f) for f in feature_folders(params, features)])
     return report

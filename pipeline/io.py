@@ -70,10 +70,15 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def params_record(**sections: Any) -> dict:
+    """Params sections (pydantic models or plain values) -> the plain dict that write_params records."""
+    plain = {k: (v.model_dump(by_alias=True) if hasattr(v, "model_dump") else v) for k, v in sections.items()}
+    return yaml.safe_load(yaml.safe_dump(plain, sort_keys=True))
+
+
 def write_params(folder: str | Path, **sections: Any) -> None:
     """Record the resolved params that made an artifact (`params.yaml` inside the folder)."""
-    plain = {k: (v.model_dump(by_alias=True) if hasattr(v, "model_dump") else v) for k, v in sections.items()}
-    Path(folder, "params.yaml").write_text(yaml.safe_dump(plain, sort_keys=True))
+    Path(folder, "params.yaml").write_text(yaml.safe_dump(params_record(**sections), sort_keys=True))
 
 
 def _default(o: Any) -> Any:

@@ -6,11 +6,12 @@ Each stage then reads only its own section.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from pipeline import PipelineError
 
@@ -26,6 +27,9 @@ TASK_METRICS = {
     "multilabel": {"f1_macro": True, "subset_accuracy": True, "roc_auc_macro": True, "log_loss_mean": False},
     "regression": {"rmse": False, "mae": False, "r2": True},
 }
+# Names become folder and stage names (artifacts/heads/<features>-<head>): no path parts, no '-' (which joins
+# names: `x` + `y-z` and `x-y` + `z` would give one folder, and DVC would silently drop a stage).
+NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 class ParamsError(PipelineError, ValueError):
@@ -169,7 +173,7 @@ class HeadParams(_Section):
     C: float = Field(1.0, gt=0)
     C_grid: Optional[list[float]] = None  # when set, C is chosen on validation
     kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
-    gamma: str | float = "scale"
+    gamma: Literal["scale", "auto"] | PositiveFloat = "scale"
     epsilon: float = Field(0.05, ge=0)  # SVR, on targets scaled to [0, 1]
     n_neighbors: int = Field(15, gt=0)
     # mlp: the fine-tuning head on cached embeddings (weight decay 0.01 / C)
@@ -212,6 +216,15 @@ class EnsembleParams(_Section):
     # member, use that member alone
     fallback: bool = True
 
+    @field_validator("members")
+    @classmethod
+    def _unique(cls, v):
+        # weights.json maps member -> weight: a repeated name would lose a weight
+        dup = sorted({m for m in v if v.count(m) > 1})
+        if dup:
+            raise ValueError(f"members must be unique; repeated: {dup}")
+        return v
+
 
 class EvaluateParams(_Section):
     primary: Optional[str] = None  # a TASK_METRICS name; default: the task's first (accuracy, f1_macro, rmse)
@@ -228,6 +241,15 @@ class Params(_Section):
     heads: dict[str, HeadParams]
     ensemble: EnsembleParams
     evaluate: EvaluateParams = EvaluateParams()
+
+    @field_validator("backbones", "sources", "concat", "heads")
+    @classmethod
+    def _names(cls, v, info):
+        bad = [k for k in v if not NAME.match(str(k))]
+        if bad:
+            raise ValueError(f"names {bad} must match {NAME.pattern} (letters, digits, _): they become "
+                             f"folder and stage names")
+        return v
 
     @model_validator(mode="after")
     def _cross_refs(self):

@@ -10,6 +10,9 @@ HEADS = ART / "heads"
 ENSEMBLE = ART / "ensemble"
 EVALUATE = ART / "evaluate"
 CHECKPOINTS = Path("checkpoints")  # persist: true in dvc.yaml, survives a killed run
+# the check stage's outputs: the names of params.yaml, for the stages that read a whole artifacts/ folder
+SOURCE_NAMES = ART / "names" / "sources.json"
+MODEL_NAMES = ART / "names" / "models.json"
 
 
 def pretrained(backbone: str) -> Path:
@@ -40,3 +43,12 @@ def preds(model: str) -> Path:
 def live(stage: str, name: str) -> Path:
     """DVCLive folder of a stage run (metrics.json summary + plots/), small and git-tracked like metrics."""
     return Path("dvclive") / f"{stage}-{name}"
+
+
+def stale_folders(backbones, sources, features_heads) -> list[Path]:
+    """Folders under artifacts/{pretrained,finetune,embeddings,heads} that no current stage writes (left by a
+    removed backbone, source or head). `features_heads`: every (features, head) pair."""
+    expected = {ART / "pretrained": set(backbones), ART / "finetune": set(backbones),
+                EMBEDDINGS: set(sources), HEADS: {head(f, h).name for f, h in features_heads}}
+    return sorted(d for parent, names in expected.items() if parent.is_dir()
+                  for d in parent.iterdir() if d.is_dir() and d.name not in names)

@@ -8,20 +8,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from pipeline import PipelineError, paths
 from pipeline.accel import pick_device, resolve_precision
-from pipeline.backbones import make_backbone
 from pipeline.data import DataError, first_rows, read_prepared, read_table
-from pipeline.embed import embed_frame
+from pipeline.embed import embed_frame, source_encoder
 from pipeline.ensemble import combine
+from pipeline.head_store import load_head
 from pipeline.io import read_json
 from pipeline.model import Classifier, MLPHead
 from pipeline.params import Params
 from pipeline.schemes import load_finetuned_encoder
+from pipeline.staleness import check_fresh
 from pipeline.train import predict_scores
 
 
@@ -39,17 +39,14 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
     ens = read_json(paths.ENSEMBLE / "weights.json") if (paths.ENSEMBLE / "weights.json").exists() else None
     if ens is None:
         raise PipelineError(f"{paths.ENSEMBLE}/weights.json: not found (run `dvc repro` first)")
+    check_fresh(params, list(ens["weights"]), lambda m: _member(params, m))
     _, task = read_prepared(paths.DATA)
     device = pick_device()
     cache: dict[str, np.ndarray] = {}
 
     def source(name: str) -> np.ndarray:
         if name not in cache:
-            src = params.sources[name]
-            cfg = params.backbones[src.backbone]
-            enc = load_finetuned_encoder(cfg, paths.finetune(src.backbone)) if src.from_ == "finetune" \
-                else make_backbone(cfg)
-            X = embed_frame(enc, texts, params.embed, device)
+            X = embed_frame(source_encoder(params, name), texts, params.embed, device)
             cache[name] = X.astype(params.embed.dtype).astype(np.float32)  # what the heads saw in the cache
         return cache[name]
 
@@ -66,7 +63,7 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
         else:
             features, head = _member(params, name)
             X = np.hstack([source(p) for p in params.concat.get(features, [features])])
-            members[name] = joblib.load(paths.head(features, head) / "head.joblib").scores(X)
+            members[name] = load_head(paths.head(features, head)).scores(X)
     w = np.array([ens["weights"][m] for m in members])
     return combine(list(members.values()), w, ens.get("method", "mean")), members
 
@@ -74,8 +71,18 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
 def predict_file(params: Params, path: str | Path, out: str | Path, text_column: str | None = None,
                  id_column: str | None = None, image_root: str | None = None) -> pd.DataFrame:
     """Read texts (or image paths, relative to image_root, default the file's folder) from CSV/Parquet/JSONL,
-    write id, score_<class> (score for regression), prediction to `out` (.csv or .parquet)."""
+    write id, score_<class> (score for regression), prediction to `out` (.csv or .parquet). Every input is
+    checked before any model runs."""
+    out = Path(out)
+    if out.suffix not in (".csv", ".parquet"):
+        raise DataError(f"--out {out}: must end in .csv or .parquet")
+    if not out.parent.is_dir():
+        raise DataError(f"--out {out}: folder {out.parent} does not exist")
     df = read_table(path)
+    if df.empty:
+        raise DataError(f"{path}: no rows to predict")
+    if id_column and id_column not in df.columns:
+        raise DataError(f"{path}: missing --id-column {id_column!r}; columns are {list(df.columns)}")
     images = params.data.modality == "image"
     col = text_column or (params.data.image_column or "image" if images else params.data.text_column)
     if col not in df.columns:
@@ -85,13 +92,16 @@ def predict_file(params: Params, path: str | Path, out: str | Path, text_column:
         raise DataError(f"{path}: empty {col} in rows {first_rows(empty)}")
     items = df[col].astype(str).str.strip().tolist()
     if images:
-        from pipeline.vision import unreadable
+        from pipeline.vision import refuse_outside, unreadable
         root = Path(image_root) if image_root else Path(path).parent
         items = [str(root / p) for p in items]
+        refuse_outside(items, root, str(path))
         missing, broken = unreadable(items)
         if (missing | broken).any():
-            raise DataError(f"{path}: missing images in rows {first_rows(missing)}, "
-                            f"unreadable in rows {first_rows(broken)}")
+            files = np.asarray(items)
+            raise DataError(f"{path}: missing images in rows {first_rows(missing)} "
+                            f"{files[first_rows(missing, 3)].tolist()}, unreadable in rows {first_rows(broken)} "
+                            f"{files[first_rows(broken, 3)].tolist()}")
     scores, _ = predict_texts(params, items)
     _, task = read_prepared(paths.DATA)
     res = pd.DataFrame({"id": df[id_column].astype(str) if id_column else df.index.astype(str)})
@@ -100,7 +110,6 @@ def predict_file(params: Params, path: str | Path, out: str | Path, text_column:
     hard = task.hard(scores)
     res["prediction"] = hard if task.kind in ("regression", "multilabel") and hard.ndim == 1 else (
         np.asarray(task.classes)[hard] if task.kind in ("binary", "multiclass") else list(map(list, hard)))
-    out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     (res.to_parquet(tmp, index=False) if out.suffix == ".parquet" else res.to_csv(tmp, index=False))
     tmp.replace(out)  # no half-written file if interrupted

@@ -112,8 +112,12 @@ def split(df: pd.DataFrame, cfg: DataParams, kind: str, seed: int, groups: np.nd
             raise SplitError(f"cannot split {len(rep)} {'groups' if len(rep) < len(df) else 'rows'} into "
                              f"train/valid/test (data.valid_frac, data.test_frac): {e}") from None
         # too few rows per target decile to stratify: a seeded random split
-        tr, rest = train_test_split(idx, test_size=hold, random_state=seed)
-        va, te = train_test_split(rest, test_size=cfg.test_frac / hold, random_state=seed)
+        try:
+            tr, rest = train_test_split(idx, test_size=hold, random_state=seed)
+            va, te = train_test_split(rest, test_size=cfg.test_frac / hold, random_state=seed)
+        except ValueError as e:
+            raise SplitError(f"cannot split {len(rep)} rows into train/valid/test (data.valid_frac, "
+                             f"data.test_frac): {e}") from None
     by_group = np.empty(len(rep), dtype=object)
     by_group[tr], by_group[va], by_group[te] = "train", "valid", "test"
     out = df.copy()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from pipeline import paths
 from pipeline.accel import autocast, pick_device, resolve_precision, seed_everything, set_tf32
-from pipeline.backbones import make_backbone
+from pipeline.backbones import pretrained_encoder
 from pipeline.batching import Tokenized, map_batches, train_batches
 from pipeline.data import input_column, read_prepared
 from pipeline.io import content_hash, write_json, write_params
@@ -210,7 +210,7 @@ def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = path
     df, task = read_prepared(data_dir)
     seed_everything(params.seed)  # the head's init must not depend on what ran before
     device = pick_device()
-    encoder = make_backbone(cfg)
+    encoder = pretrained_encoder(cfg, paths.pretrained(backbone))
     head = MLPHead(encoder.hidden_size, task.n_outputs, ft.hidden, ft.dropout)
     model = Classifier(encoder, head)
     parts = {s: df[df["split"] == s] for s in ("train", *EVAL_SPLITS)}

@@ -172,6 +172,15 @@ def image_fingerprint(cfg) -> dict:
     return {"files": {Path(cfg.pretrained_file).name: file_sha256(cfg.pretrained_file)}, "timm": timm.__version__}
 
 
+def refuse_outside(paths: Sequence[str], root: str | Path, source: str) -> None:
+    """Raise PipelineError naming the files of `paths` that resolve outside `root` (`../`, absolute paths, or
+    symlinks pointing elsewhere): a table of image paths must not make the pipeline read arbitrary files."""
+    base = Path(root).resolve()
+    bad = [p for p in paths if not Path(p).resolve().is_relative_to(base)]
+    if bad:
+        raise PipelineError(f"{source}: {len(bad)} image paths lead outside {root}: {[str(p) for p in bad[:3]]}")
+
+
 def unreadable(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """-> (missing mask, undecodable mask) over `paths`. Decoding fully (not only the header) finds truncations."""
     from PIL import Image

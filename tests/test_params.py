@@ -39,6 +39,14 @@ def test_repo_params_are_valid():
     (lambda p: p["data"].update(encoding="utf-9"), r"data\.encoding: .*unknown encoding 'utf-9'"),
     (lambda p: p["data"].update(duplicates="merge"), r"data\.duplicates: .*'group'"),
     (lambda p: p["ensemble"].update(objective="auc"), r"ensemble\.objective: .*'log_loss'"),
+    (lambda p: p["heads"]["svm"].update(gamma="sclae"), r"heads\.svm\.gamma.*'scale' or 'auto'"),
+    (lambda p: p["ensemble"].update(members=["mlp-minilm", "both-svm", "mlp-minilm"]),
+     r"ensemble\.members: members must be unique; repeated: \['mlp-minilm'\]"),
+    # names become folders and stage names: no path parts, no '-' (x + y-z and x-y + z would collide)
+    (lambda p: p["backbones"].update({"../../../x": p["backbones"]["minilm"]}), r"backbones: names \['\.\./\.\./\.\./x'\]"),
+    (lambda p: p["sources"].update({"../../tools": p["sources"]["minilm_pt"]}), r"sources: names \['\.\./\.\./tools'\]"),
+    (lambda p: p["heads"].update({"s-v": p["heads"]["svm"]}), r"heads: names \['s-v'\] must match"),
+    (lambda p: p["concat"].update({"a/b": ["minilm_ft", "minilm_pt"]}), r"concat: names \['a/b'\]"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, key):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())

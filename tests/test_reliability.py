@@ -68,4 +68,5 @@ def test_security_defaults():
     loads = re.findall(r"torch\.load\(([^)]*)\)", src)
     assert loads and all("weights_only=True" in call for call in loads)
     assert "use_safetensors=True" in src and "safe_serialization=True" in src
-    assert "pickle" not in src
+    # stored heads are read by an allowlist unpickler: tests/test_head_store.py feeds it code-running files
+    assert "joblib" not in src and not re.search(r"pickle\.loads?\(", src)

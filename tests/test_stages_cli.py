@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT
@@ -38,3 +39,74 @@ def test_bad_data_file_exit_2(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     r = run_stage(tmp_path, "stages.prepare")
     assert r.returncode == 2 and "error: prepare: missing.csv: file not found" in r.stderr
+
+
+def _params(tmp_path, **data):
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if data:
+        p["data"] = {"source": "file", "path": "t.csv", "task": "binary", **data}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    return p
+
+
+def _table(tmp_path, labels):
+    lines = ["id,text,label"] + [f"{i},text number {i},{lab}" for i, lab in enumerate(labels)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+
+
+def case_gamma(tmp_path):
+    p = _params(tmp_path)
+    p["heads"]["svm"]["gamma"] = "sclae"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    return ["stages.prepare"], "params.yaml: heads.svm.gamma"
+
+
+def case_single_class(tmp_path):
+    _params(tmp_path, classes=["a", "b"])
+    _table(tmp_path, ["a"] * 30)
+    return ["stages.prepare"], "the rows have 1 class ['a'] of data.classes ['a', 'b']"
+
+
+def case_max_rows_1(tmp_path):
+    _params(tmp_path, max_rows=1)
+    _table(tmp_path, ["a", "b"] * 15)
+    return ["stages.prepare"], "data.max_rows=1: cannot subsample 30 rows"
+
+
+def case_unknown_top_level_key(tmp_path):
+    p = _params(tmp_path)
+    p["ensemble_members"] = ["mlp-minilm"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    return ["stages.check"], "params.yaml: ensemble_members: unknown key"
+
+
+def case_predict_header_only(tmp_path):
+    _params(tmp_path)
+    (tmp_path / "new.csv").write_text("id,text\n")
+    return ["stages.predict", "new.csv", "--out", "p.csv"], "new.csv: no rows to predict"
+
+
+def case_predict_missing_id_column(tmp_path):
+    _params(tmp_path)
+    (tmp_path / "new.csv").write_text("text\nnice film\n")
+    return ["stages.predict", "new.csv", "--out", "p.csv", "--id-column", "id"], \
+        "new.csv: missing --id-column 'id'; columns are ['text']"
+
+
+def case_predict_out_in_missing_folder(tmp_path):
+    _params(tmp_path)
+    (tmp_path / "new.csv").write_text("id,text\n1,nice film\n")
+    return ["stages.predict", "new.csv", "--out", "nowhere/p.csv"], "--out nowhere/p.csv: folder nowhere does not exist"
+
+
+@pytest.mark.parametrize("case", [case_gamma, case_single_class, case_max_rows_1, case_unknown_top_level_key,
+                                  case_predict_header_only, case_predict_missing_id_column,
+                                  case_predict_out_in_missing_folder], ids=lambda c: c.__name__[5:])
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, case):
+    """Each of these gave a traceback (or ran on, or failed only after all inference)."""
+    cmd, message = case(tmp_path)
+    r = run_stage(tmp_path, *cmd)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(errors) == 1 and message in errors[0], r.stderr[-2000:]
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "p.csv").exists()

@@ -101,12 +101,39 @@ def test_missing_and_unreadable_images_are_named(tmp_path):
     table.loc[5, "file"] = "broken.png"
     table.to_csv(tmp_path / "t.csv", index=False)
     cfg = DataParams(source="file", path=str(tmp_path / "t.csv"), image_column="file", on_bad_rows="error")
-    with pytest.raises(PipelineError, match=r"missing_image_file: 1 rows \(first: \[3\]\); unreadable_image: 1 rows "
-                                            r"\(first: \[5\]\)"):
+    with pytest.raises(PipelineError, match=r"missing_image_file: 1 rows \(first: \[3\], files \['[^']*/nowhere\.png'\]\); "
+                                            r"unreadable_image: 1 rows \(first: \[5\], files \['[^']*/broken\.png'\]\)"):
         prepare_dataset(cfg, 0)
     df, _, report = prepare_dataset(cfg.model_copy(update={"on_bad_rows": "drop"}), 0)
     assert len(df) == 22 and report["dropped"]["missing_image_file"] == 1 and report["dropped"]["unreadable_image"] == 1
     assert (df["image_sha"].str.len() == 16).all()
+
+
+@pytest.mark.parametrize("escape", ["../secret.png", "ABS", "link.png"])
+def test_image_paths_outside_the_root_are_refused(tmp_path, escape):
+    """`../`, absolute paths and symlinks out of image_root were followed (/etc/passwd was opened)."""
+    from pipeline.data import prepare_dataset
+    from pipeline.params import DataParams
+
+    root = tmp_path / "imgs"
+    table = write_pngs(root, n=24)
+    (tmp_path / "secret.png").write_bytes((root / table.loc[0, "file"]).read_bytes())
+    (root / "link.png").symlink_to(tmp_path / "secret.png")
+    table.loc[4, "file"] = str(tmp_path / "secret.png") if escape == "ABS" else escape
+    table.to_csv(root / "t.csv", index=False)
+    cfg = DataParams(source="file", path=str(root / "t.csv"), image_column="file", on_bad_rows="drop")
+    with pytest.raises(PipelineError, match=r"t\.csv: 1 image paths lead outside .*imgs: \['[^']*(secret|link)\.png'\]"):
+        prepare_dataset(cfg, 0)
+
+
+def test_symlinks_out_of_an_image_folder_are_refused(tmp_path):
+    from pipeline.data import prepare_dataset
+    from pipeline.params import DataParams
+
+    write_pngs(tmp_path / "imgs", n=24)
+    (tmp_path / "imgs" / "dark" / "passwd.png").symlink_to("/etc/passwd")
+    with pytest.raises(PipelineError, match=r"1 image paths lead outside .*imgs: \['[^']*dark/passwd\.png'\]"):
+        prepare_dataset(DataParams(source="folder", path=str(tmp_path / "imgs"), on_bad_rows="drop"), 0)
 
 
 def test_pretrained_file_is_loaded_and_checked(tmp_path):
@@ -143,3 +170,38 @@ def test_image_params_are_checked():
     p["finetune"]["scheme"] = "lora"
     with pytest.raises(Exception, match="for text backbones"):
         Params.model_validate(p)
+
+
+def test_random_init_backbone_is_drawn_once_and_reused(tmp_path, monkeypatch):
+    """A timm backbone without pretrained_file: the pretrained stage saves the weights it drew, so embedding
+    twice and predict's encoder give identical vectors (they used to draw fresh weights every time)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from pipeline import paths
+    from pipeline.data import prepare_dataset
+    from pipeline.embed import embed_frame, run_embed, source_encoder
+    from pipeline.io import write_json
+    from pipeline.params import Params
+    from pipeline.store import read_embeddings
+    from stages.pretrained import _run as run_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    write_pngs(tmp_path / "data" / "imgs", n=12)
+    params = Params.model_validate(image_params({"source": "folder", "path": "data/imgs"}))
+    df, task, _ = prepare_dataset(params.data, params.seed)
+    paths.DATA.mkdir(parents=True)
+    df.to_parquet(paths.DATA / "dataset.parquet", index=False)
+    write_json(paths.DATA / "task.json", task.to_dict())
+    paths.pretrained("vit").mkdir(parents=True)
+    run_pretrained(params, SimpleNamespace(backbone="vit"), paths.pretrained("vit"))
+    assert (paths.pretrained("vit") / "model.safetensors").is_file()
+    runs = []
+    for i in range(2):
+        (tmp_path / f"emb{i}").mkdir()
+        run_embed(params, "vit_pt", tmp_path / f"emb{i}")
+        runs.append(read_embeddings(tmp_path / f"emb{i}")[0])
+    assert np.array_equal(runs[0], runs[1])
+    X = embed_frame(source_encoder(params, "vit_pt"), df["image"].tolist(), params.embed, torch.device("cpu"))
+    assert np.array_equal(X, runs[0])  # what predict computes for the same images
