@@ -23,11 +23,12 @@ def record_query_dtypes(encoder) -> list[tuple[bool, torch.dtype]]:
     return seen
 
 
-def record_masks(encoder) -> list[tuple[bool, torch.Tensor]]:
-    """(inference mode?, attention mask) of every encoder call."""
+def record_masks(encoder) -> tuple[list[tuple[bool, torch.Tensor]], object]:
+    """(inference mode?, attention mask) of every encoder call, and the hook's handle."""
     seen = []
-    encoder.register_forward_pre_hook(lambda m, args: seen.append((torch.is_inference_mode_enabled(), args[1])))
-    return seen
+    handle = encoder.register_forward_pre_hook(
+        lambda m, args: seen.append((torch.is_inference_mode_enabled(), args[1])))
+    return seen, handle
 
 
 def padded(masks) -> int:
@@ -59,7 +60,7 @@ def test_bucketed_training_batches_carry_far_fewer_padded_tokens(tiny_model_dir)
         model = build(tiny_model_dir)
         tok = model.encoder.prepare(VARIED)
         y = np.arange(len(VARIED)) % 2
-        masks = record_masks(model.encoder)
+        masks, _ = record_masks(model.encoder)
         finetune(model, TASK, (tok, y), (tok, y), cfg(batch_size=8, bucket=bucket), seed=0, device=CPU)
         steps = [m for inference, m in masks if not inference]
         assert len(steps) == 12 and sum(int(m.sum()) for m in steps) == int(tok.lengths.sum())  # each row once
@@ -70,10 +71,12 @@ def test_bucketed_training_batches_carry_far_fewer_padded_tokens(tiny_model_dir)
 def test_bucketed_embedding_batches_carry_far_fewer_padded_tokens(tiny_backbone):
     pads, out = {}, {}
     for bucket in (True, False):
-        masks = record_masks(tiny_backbone)
+        masks, hook = record_masks(tiny_backbone)
         out[bucket] = embed_frame(tiny_backbone, VARIED, EmbedParams(batch_size=8, precision="fp32",
                                                                      bucket=bucket), CPU)
-        pads[bucket] = padded(m for _, m in masks[-12:])
+        hook.remove()
+        assert len(masks) == 12
+        pads[bucket] = padded(m for _, m in masks)
     assert pads[False] > 0 and pads[True] < 0.2 * pads[False], pads
     assert np.allclose(out[True], out[False], atol=1e-5)  # same rows, same order, whatever the batching
 

@@ -2,10 +2,11 @@
 
 Each mutation is a small textual patch of one source file (`old` must occur exactly once, else the mutation is
 stale: an error, never a pass) and the pytest selection expected to catch it. For each mutation the script
-copies the repo's files (tracked and untracked, not ignored) to a temporary folder, runs the selection once
-unmutated (it must pass, or a red run would prove nothing), applies the patch, runs it again and reports:
+copies the repo's files (tracked and untracked, not ignored) to a temporary folder, runs the selection
+unmutated (once per distinct selection; it must pass, or a red run would prove nothing), applies the patch,
+runs it again and reports:
 
-  caught   the selection went red under the mutation
+  caught   tests of the selection failed under the mutation
   missed   it stayed green: the feature can vanish unnoticed
   skipped  a test it names is not in this checkout yet ("test not present")
   stale    the patch target is not in the source (or occurs more than once): update the mutation
@@ -87,6 +88,9 @@ MUTATIONS = [
              "if False:",
              (f"{FEATURES}::test_autofreeze_steps_skip_the_frozen_prefix_once_it_is_cached",),
              "freezing never builds the activation cache"),
+    Mutation("readme-speedup-drift", "README.md", "6.56x", "6.6x",
+             ("tests/test_docs.py::test_readme_headline_numbers_are_in_the_benchmark_results",),
+             "the README rounds a headline number away from what benchmarks/RESULTS.md measured"),
     # Caught by tests written elsewhere (main, other branches): skipped here until those tests are merged.
     Mutation("ensemble-weights-on-test-labels", "pipeline/evaluate.py",
              "    weights, loss = fit_weights(task, y_fit, s_fit, cfg.grid_step, cfg.method)",
@@ -149,15 +153,17 @@ def pytest(repo: Path, tests: tuple[str, ...], extra: list[str]) -> tuple[int, s
     return r.returncode, tail[0].strip("= ")
 
 
-def run(m: Mutation, extra: list[str]) -> tuple[str, str]:
-    """-> (verdict, detail)."""
+def run(m: Mutation, extra: list[str], baselines: dict) -> tuple[str, str]:
+    """-> (verdict, detail). `baselines` remembers the unmutated run of each test selection."""
     st = status(m)
     if st != "ready":
         return st.split(":")[0], st.partition(": ")[2]
     with tempfile.TemporaryDirectory(prefix=f"mutate-{m.name}-") as tmp:
         repo = Path(tmp)
         copy_repo(repo)
-        rc, tail = pytest(repo, m.tests, extra)
+        if m.tests not in baselines:
+            baselines[m.tests] = pytest(repo, m.tests, extra)
+        rc, tail = baselines[m.tests]
         if rc:
             return "broken", f"fails without the mutation: {tail}"
         f = repo / m.file
@@ -185,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m.name:34} {m.file:24} {st}\n{'':34} {m.why}; tests: {' '.join(m.tests)}")
         return 1 if bad else 0
     print("| mutation | file | tests | result | pytest | seconds |\n|---|---|---|---|---|---|")
-    failed = 0
+    failed, baselines = 0, {}
     for m in chosen:
         t0 = time.perf_counter()
-        verdict, detail = run(m, a.pytest_args.split())
+        verdict, detail = run(m, a.pytest_args.split(), baselines)
         failed += verdict in ("missed", "stale", "broken")
         tests = ", ".join(t.replace("tests/", "").split("::")[-1] for t in m.tests)
         shown = verdict if verdict == "caught" else f"**{verdict}**"
