@@ -44,6 +44,17 @@ def source_encoder(params: Params, source: str):
     return pretrained_encoder(cfg, paths.pretrained(src.backbone))
 
 
+def stored_runtime(params: Params, source: str, encoder):
+    """embed.backend onnx/openvino: the encoder the embed stage exported into the source's artifact, run by its
+    runtime with `encoder`'s tokenizer (predict embeds new texts exactly as the cache was embedded)."""
+    from pipeline.runtimes import RuntimeEncoder, exported_file
+
+    e = params.embed
+    cfg = params.backbones[params.sources[source].backbone]
+    return RuntimeEncoder(exported_file(paths.embeddings(source), e.backend, e.quantize), e.backend,
+                          encoder.tokenizer, cfg.max_length)
+
+
 def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DATA) -> dict:
     """Embed every row with the source's backbone (pretrained, or the fine-tuned one) into a Zarr cache."""
     src = params.sources[source]

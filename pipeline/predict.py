@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 import pandas as pd
 
 from pipeline import PipelineError, paths
 from pipeline.accel import pick_device, resolve_precision
 from pipeline.data import DataError, first_rows, read_prepared, read_table
-from pipeline.embed import embed_frame, source_encoder
+from pipeline.embed import embed_frame, source_encoder, stored_runtime
 from pipeline.ensemble import combine
 from pipeline.head_store import load_head
 from pipeline.io import read_json
@@ -46,7 +47,10 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
 
     def source(name: str) -> np.ndarray:
         if name not in cache:
-            X = embed_frame(source_encoder(params, name), texts, params.embed, device)
+            enc, dev = source_encoder(params, name), device
+            if params.embed.backend != "torch":
+                enc, dev = stored_runtime(params, name, enc), torch.device("cpu")
+            X = embed_frame(enc, texts, params.embed, dev)
             cache[name] = X.astype(params.embed.dtype).astype(np.float32)  # what the heads saw in the cache
         return cache[name]
 

@@ -26,8 +26,11 @@ log = logging.getLogger(__name__)
 PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 
-def onnx_file(folder: Path, quantize: str) -> Path:
-    return Path(folder) / ("encoder.int8.onnx" if quantize == "int8" else "encoder.onnx")
+def exported_file(folder: Path, backend: str, quantize: str) -> Path:
+    """What `export` leaves in `folder` for this backend and quantization (and the runtime then reads)."""
+    if quantize != "int8":
+        return Path(folder) / "encoder.onnx"
+    return Path(folder) / ("encoder.int8.onnx" if backend == "onnx" else "encoder.int8.xml")
 
 
 def _require(module: str, extra: str):
@@ -61,15 +64,14 @@ def export(encoder, folder: Path, backend: str, quantize: str = "none") -> Path:
                           opset_version=17, dynamo=False)
     if quantize != "int8":
         return fp32
-    out = onnx_file(folder, "int8")
+    out = exported_file(folder, backend, "int8")
     if backend == "onnx":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
     else:
         nncf, ov = _require("nncf", "openvino"), _require("openvino", "openvino")
-        ov.save_model(nncf.compress_weights(ov.Core().read_model(str(fp32))), str(out.with_suffix(".xml")))
-        out = out.with_suffix(".xml")
+        ov.save_model(nncf.compress_weights(ov.Core().read_model(str(fp32))), str(out))
     fp32.unlink()  # only what runs is kept (and cached by DVC)
     return out
 

@@ -41,7 +41,7 @@ def expected_records(params: Params, members: list[str], member_parts) -> dict[P
         return dict(seed=params.seed, backbone=params.backbones[bb], finetune=params.finetune)
 
     want: dict[Path, dict] = {paths.DATA: dict(seed=params.seed, data=params.data),
-                              paths.ENSEMBLE: dict(ensemble=params.ensemble)}
+                              paths.ENSEMBLE: dict(ensemble=params.ensemble, primary=params.primary_metric)}
     for m in members:
         if m.startswith("mlp-"):
             bb = m.removeprefix("mlp-")

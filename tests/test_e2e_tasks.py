@@ -60,3 +60,24 @@ def test_other_tasks_end_to_end(tmp_path, tiny_model_dir, task):
     pred = pd.read_csv(repo / "pred.csv")
     scores = ["score"] if task == "regression" else ["score_neg", "score_neu", "score_pos"]
     assert list(pred.columns) == ["id", *scores, "prediction"] and len(pred) == len(test)
+
+
+def test_onnx_embedding_backend_end_to_end(tmp_path, tiny_model_dir):
+    """embed.backend: onnx through `dvc repro`: each embed stage exports its encoder into its artifact, and
+    predict embeds new texts with that same file, reproducing the pipeline's predictions."""
+    pytest.importorskip("onnxruntime")
+    p = shrink_params(tiny_model_dir)
+    p["embed"]["backend"] = "onnx"
+    repo = make_repo(tmp_path / "repo", p)
+    sh(repo, "dvc", "repro")
+    art = repo / "artifacts"
+    for src in ("minilm_ft", "minilm_pt"):
+        assert (art / f"embeddings/{src}/encoder.onnx").exists()
+        assert json.loads((art / f"embeddings/{src}/summary.json").read_text())["backend"] == "onnx"
+    data = pd.read_parquet(art / "data/dataset.parquet")
+    test = data[data["split"] == "test"]
+    test[["id", "text"]].to_csv(repo / "new.csv", index=False)
+    sh(repo, sys.executable, "-m", "stages.predict", "new.csv", "--out", "pred.csv", "--id-column", "id")
+    got = pd.read_csv(repo / "pred.csv", dtype={"id": str}).set_index("id")
+    want = pd.read_parquet(art / "ensemble/preds.parquet").set_index("id").loc[got.index]
+    assert np.abs(got["score_fresh"] - want["score_fresh"]).max() < 1e-4
