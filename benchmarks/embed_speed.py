@@ -1,69 +1,105 @@
-"""Embedding throughput: naive loop vs ours, same process, default model and data.
+"""Embedding throughput: baselines and every embedding path of ours, one process, default model and data.
 
-naive: fixed padding to max_length, fp32, torch.no_grad, input order (the usual tutorial loop).
-ours:  the embed stage's path: length-sorted batches with dynamic padding, inference_mode, `--precision`
-       autocast (bf16 by default here; `auto` = fp32 on CPU, bf16/fp16 on GPU).
-Prints samples/s of each, the ratio, the cosine agreement of the two embeddings, and the valid accuracy of
-a logistic regression on each, so speed is not bought with accuracy.
+Rows, each timed over the same texts after a warm-up of its own:
+- naive:        fixed padding to max_length, fp32, torch.no_grad, input order (the tutorial loop);
+- hf padding:   the usual HF loop: `padding=True` per batch (pads to the batch's longest), fp32, input order;
+- ours fp32 / ours bf16: the embed stage's torch path (length-sorted batches, dynamic padding, inference_mode,
+                autocast at that precision);
+- onnx / onnx int8 / openvino / openvino int8: `embed.backend` (pipeline/runtimes.py) on the same bucketed
+                batches, the encoder exported once (the export time is printed, not counted).
+For each: samples/s, the ratio to naive, to hf padding and to the current best torch path (bf16), the mean
+cosine to our fp32 embeddings, and the test accuracy of the default SVM head (`heads.svm`, fit on train,
+calibrated on valid) on that cache, so speed is not bought with accuracy.
 
-    python benchmarks/embed_speed.py [--rows 4000] [--precision bf16] [--batch-size 128]
+    python benchmarks/embed_speed.py [--rows 4000] [--batch-size 128] [--runs naive hf ours_fp32 ...]
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
-from pipeline.accel import pick_device
 from pipeline.backbones import make_backbone
 from pipeline.batching import tokenize
 from pipeline.data import prepare_dataset
 from pipeline.embed import embed_frame
+from pipeline.heads import fit_head
 from pipeline.params import load_params
 
+RUNS = ["naive", "hf", "ours_fp32", "ours_bf16", "onnx", "onnx_int8", "openvino", "openvino_int8"]
 
-def naive(encoder, texts, batch_size, max_length, device) -> np.ndarray:
+
+def loop(encoder, texts, batch_size, max_length, padding) -> np.ndarray:
+    """The baselines: tokenize per batch in input order, fp32, no_grad."""
     out = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
-            b = encoder.tokenizer(texts[i:i + batch_size], padding="max_length", truncation=True,
-                                  max_length=max_length, return_tensors="pt").to(device)
-            out.append(encoder(b["input_ids"], b["attention_mask"]).float().cpu().numpy())
+            b = encoder.tokenizer(texts[i:i + batch_size], padding=padding, truncation=True,
+                                  max_length=max_length, return_tensors="pt")
+            out.append(encoder(b["input_ids"], b["attention_mask"]).float().numpy())
     return np.vstack(out)
 
 
+def runner(name: str, enc, cfg, max_length: int, tmp: Path):
+    """-> (texts -> (N, D) embeddings, export seconds)."""
+    cpu = torch.device("cpu")
+    if name in ("naive", "hf"):
+        pad = "max_length" if name == "naive" else True
+        return (lambda t: loop(enc, t, cfg.batch_size, max_length, pad)), 0.0
+    if name.startswith("ours"):
+        c = cfg.model_copy(update={"precision": name.split("_")[1]})
+        return (lambda t: embed_frame(enc, t, c, cpu)), 0.0
+    from pipeline.runtimes import RuntimeEncoder, export
+
+    backend, _, q = name.partition("_")
+    t0 = time.perf_counter()
+    path = export(enc, tmp / name, backend, q or "none")
+    rt = RuntimeEncoder(path, backend, enc.tokenizer, max_length)
+    return (lambda t: embed_frame(rt, t, cfg, cpu)), time.perf_counter() - t0
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=4000)
-    ap.add_argument("--precision", default="bf16")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--runs", nargs="+", default=RUNS, choices=RUNS)
     args = ap.parse_args()
     params = load_params()
     bb = params.backbones["minilm"]
     df, task, _ = prepare_dataset(params.data.model_copy(update={"max_rows": args.rows}), params.seed)
     texts = df["text"].tolist()
-    device = pick_device()
-    enc = make_backbone(bb).to(device).eval()
-    cfg = params.embed.model_copy(update={"precision": args.precision, "batch_size": args.batch_size})
-    embed_frame(enc, texts[:256], cfg, device)  # warm-up (allocator, kernels)
-
-    t = time.perf_counter(); Xn = naive(enc, texts, args.batch_size, bb.max_length, device); tn = time.perf_counter() - t
-    t = time.perf_counter(); Xo = embed_frame(enc, texts, cfg, device); to = time.perf_counter() - t
-
-    cos = np.mean(np.sum(Xn * Xo, 1) / np.linalg.norm(Xn, axis=1) / np.linalg.norm(Xo, axis=1))
     y = task.encode(df["label"])
-    tr, va = (df["split"] == "train").to_numpy(), (df["split"] != "train").to_numpy()
-    acc = {k: LogisticRegression(max_iter=2000).fit(X[tr], y[tr]).score(X[va], y[va]) for k, X in
-           (("naive", Xn), ("ours", Xo))}
+    split = df["split"].to_numpy()
+    enc = make_backbone(bb).eval()
+    cfg = params.embed.model_copy(update={"batch_size": args.batch_size, "backend": "torch"})
     tok = tokenize(enc.tokenizer, texts, bb.max_length)
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} rows={len(texts)} "
-          f"max_length={bb.max_length} batch={args.batch_size} mean_tokens={tok.lengths.mean():.1f}")
-    print(f"naive  fp32 fixed-pad : {len(texts) / tn:8.1f} samples/s  ({tn:.1f} s)  valid acc {acc['naive']:.4f}")
-    print(f"ours   {args.precision:4s} bucketed : {len(texts) / to:8.1f} samples/s  ({to:.1f} s)  valid acc {acc['ours']:.4f}")
-    print(f"speedup {tn / to:.2f}x   cosine(naive, ours) = {cos:.5f}")
+    print(f"torch={torch.__version__} threads={torch.get_num_threads()} rows={len(texts)} max_length={bb.max_length} "
+          f"batch={args.batch_size} mean_tokens={tok.lengths.mean():.1f}")
+    results, ref = {}, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ["ours_fp32"] + [r for r in args.runs if r != "ours_fp32"]:  # fp32 first: the cosine reference
+            fn, export_s = runner(name, enc, cfg, bb.max_length, Path(tmp))
+            fn(texts[:256])  # warm-up: allocator, kernels, the runtime's first inference
+            t0 = time.perf_counter()
+            X = fn(texts)
+            secs = time.perf_counter() - t0
+            ref = X if ref is None else ref
+            cos = float(np.mean(np.sum(X * ref, 1) / np.linalg.norm(X, axis=1) / np.linalg.norm(ref, axis=1)))
+            head, _ = fit_head(params.heads["svm"], task, X[split == "train"], y[split == "train"],
+                               X[split == "valid"], y[split == "valid"])
+            acc = task.metric("accuracy", y[split == "test"], head.scores(X[split == "test"]))
+            results[name] = dict(sps=len(texts) / secs, cos=cos, acc=acc, export=export_s)
+    base = {k: results[k]["sps"] for k in ("naive", "hf", "ours_bf16") if k in results}
+    head = "| run | samples/s | " + " | ".join(f"vs {k}" for k in base) + " | cosine to ours fp32 | SVM test acc | export s |"
+    print("\n" + head + "\n" + "|---" * (head.count("|") - 1) + "|")
+    for name in args.runs:
+        r = results[name]
+        ratios = " | ".join(f"{r['sps'] / b:.2f}x" for b in base.values())
+        print(f"| {name} | {r['sps']:.1f} | {ratios} | {r['cos']:.5f} | {r['acc']:.4f} | {r['export']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,20 @@ def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
     sh(repo, "dvc", "commit", "-f", "-q")  # the rerun rewrote outputs DVC already had: same content, same lock
 
 
+def test_predict_loads_only_what_it_uses(repo):
+    """predict on 20 texts with a text backbone and sklearn-style heads: no timm/torchvision (images), no DVC,
+    no PEFT (scheme full), no Zarr (it embeds, it reads no cache)."""
+    data = pd.read_parquet(repo / "artifacts/data/dataset.parquet")
+    data.head(20)[["id", "text"]].to_csv(repo / "twenty.csv", index=False)
+    argv = ["stages.predict", "twenty.csv", "--out", "twenty-pred.csv"]
+    code = ("import runpy, sys; sys.argv = %r; runpy.run_module('stages.predict', run_name='__main__'); "
+            "print('HEAVY', sorted(m for m in ('timm', 'torchvision', 'dvc', 'dvclive', 'peft', 'zarr', 'onnxruntime', "
+            "'openvino') if m in sys.modules))" % argv)
+    out = sh(repo, sys.executable, "-c", code)
+    assert "HEAVY []" in out, out[-2000:]
+    assert len(pd.read_csv(repo / "twenty-pred.csv")) == 20
+
+
 def test_unchanged_rerun_does_nothing(repo):
     out = sh(repo, "dvc", "repro")
     assert ran(out) == set(), out
