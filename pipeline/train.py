@@ -48,7 +48,11 @@ def predict_scores(model: Classifier, task: Task, tok: Tokenized, batch_size: in
 
 
 class Checkpointer:
-    """Model weights as safetensors, optimizer/scheduler/RNG/step as a weights_only torch file."""
+    """Model weights as safetensors, optimizer/scheduler/RNG/step as a weights_only torch file.
+
+    Each checkpoint is one folder `step-<n>/` holding both files, renamed into place whole, and `latest` names
+    the newest one (replaced atomically). A kill at any moment leaves a complete, matching pair: before, a kill
+    between two file renames could pair new weights with the previous step's optimizer state."""
 
     def __init__(self, folder: str | Path | None, every: int):
         self.folder, self.every = (Path(folder) if folder else None), every
@@ -57,20 +61,34 @@ class Checkpointer:
         if not self.folder or not self.every or step % self.every:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "state.pt.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(self.folder / "model.tmp"))
+        tmp, final = self.folder / f"tmp-{step}", self.folder / f"step-{step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         torch.save({"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "rng": torch.get_rng_state(), "scheme": scheme.state_dict() if scheme else {}}, tmp)
-        # both renames happen after both writes: a kill in between leaves the previous pair usable
-        (self.folder / "model.tmp").replace(self.folder / "model.safetensors")
-        tmp.replace(self.folder / "state.pt")
+                    "rng": torch.get_rng_state(), "scheme": scheme.state_dict() if scheme else {}}, tmp / "state.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        (self.folder / "latest.tmp").write_text(final.name)
+        (self.folder / "latest.tmp").replace(self.folder / "latest")
+        for old in self.folder.glob("step-*"):  # only after `latest` moved on
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
         log.info("checkpoint saved at step %d", step)
 
+    def _latest(self) -> Path | None:
+        pointer = self.folder / "latest" if self.folder else None
+        if not pointer or not pointer.exists():
+            return None
+        d = self.folder / pointer.read_text().strip()
+        return d if (d / "state.pt").exists() and (d / "model.safetensors").exists() else None
+
     def maybe_load(self, model, opt, sched, scheme=None) -> int:
-        if not self.folder or not (self.folder / "state.pt").exists():
+        d = self._latest()
+        if d is None:
             return 0
-        state = torch.load(self.folder / "state.pt", weights_only=True)
-        model.load_state_dict(load_file(str(self.folder / "model.safetensors")))
+        state = torch.load(d / "state.pt", weights_only=True)
+        model.load_state_dict(load_file(str(d / "model.safetensors")))
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         torch.set_rng_state(state["rng"])

@@ -65,6 +65,21 @@ def make_repo(repo: Path, params: dict) -> Path:
     return repo
 
 
+def predict_test_rows(repo: Path, column: str = "text") -> tuple:
+    """Run predict on the prepared test rows (their text in `column` of the input file).
+    -> (test rows, predict's output by id, the ensemble's stored predictions for those ids)."""
+    import pandas as pd
+
+    data = pd.read_parquet(repo / "artifacts/data/dataset.parquet")
+    test = data[data["split"] == "test"].rename(columns={"text": column})
+    test[["id", column]].to_csv(repo / "new.csv", index=False)
+    sh(repo, sys.executable, "-m", "stages.predict", "new.csv", "--out", "pred.csv", "--id-column", "id",
+       "--text-column", column)
+    got = pd.read_csv(repo / "pred.csv", dtype={"id": str}).set_index("id")
+    want = pd.read_parquet(repo / "artifacts/ensemble/preds.parquet").set_index("id").loc[got.index]
+    return test, got, want
+
+
 def shrink_params(model_dir: Path) -> dict:
     """The repo's params.yaml, shrunk: 240 rows, tiny backbone, 1 epoch, fp32."""
     p = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))

@@ -21,7 +21,7 @@ import pytest
 import yaml
 import zarr
 
-from tests.conftest import make_repo, ran, sh, shrink_params
+from tests.conftest import make_repo, predict_test_rows, ran, sh, shrink_params
 
 pytestmark = pytest.mark.slow
 
@@ -70,12 +70,7 @@ def test_full_repro_and_artifacts(repo):
 
 
 def test_predict_reproduces_the_stored_ensemble(repo):
-    data = pd.read_parquet(repo / "artifacts/data/dataset.parquet")
-    test = data[data["split"] == "test"]
-    test[["id", "text"]].to_csv(repo / "new.csv", index=False)
-    sh(repo, sys.executable, "-m", "stages.predict", "new.csv", "--out", "pred.csv", "--id-column", "id")
-    got = pd.read_csv(repo / "pred.csv", dtype={"id": str}).set_index("id")
-    want = pd.read_parquet(repo / "artifacts/ensemble/preds.parquet").set_index("id").loc[got.index]
+    test, got, want = predict_test_rows(repo)
     assert len(got) == len(test) and got.index.tolist() == test["id"].tolist()
     # row by row: the same hard prediction, and the same score up to float32 summation order (the test rows are
     # batched with other rows in the embed stage than here, so matmul shapes differ)
@@ -113,13 +108,14 @@ def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
 
 
 def test_predict_loads_only_what_it_uses(repo):
-    """predict on 20 texts with a text backbone and sklearn-style heads: no timm/torchvision (images), no DVC,
-    no PEFT (scheme full), no Zarr (it embeds, it reads no cache)."""
+    """predict on 20 texts with a text backbone and sklearn-style heads: no timm (images), no DVC, no PEFT
+    (scheme full), no Zarr (it embeds, it reads no cache). torchvision is not checked: transformers itself
+    imports it when it is installed."""
     data = pd.read_parquet(repo / "artifacts/data/dataset.parquet")
     data.head(20)[["id", "text"]].to_csv(repo / "twenty.csv", index=False)
     argv = ["stages.predict", "twenty.csv", "--out", "twenty-pred.csv"]
     code = ("import runpy, sys; sys.argv = %r; runpy.run_module('stages.predict', run_name='__main__'); "
-            "print('HEAVY', sorted(m for m in ('timm', 'torchvision', 'dvc', 'dvclive', 'peft', 'zarr', 'onnxruntime', "
+            "print('HEAVY', sorted(m for m in ('timm', 'dvc', 'dvclive', 'peft', 'zarr', 'onnxruntime', "
             "'openvino') if m in sys.modules))" % argv)
     out = sh(repo, sys.executable, "-c", code)
     assert "HEAVY []" in out, out[-2000:]

@@ -4,14 +4,13 @@ task's, and predictions carry score_<class> columns."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.params import TASK_METRICS
-from tests.conftest import make_repo, sh, shrink_params
+from tests.conftest import make_repo, predict_test_rows, sh, shrink_params
 
 pytestmark = pytest.mark.slow
 WORDS = "great awful plot acting boring superb dull moving funny slow tense warm cold bright".split()
@@ -52,14 +51,9 @@ def test_other_tasks_end_to_end(tmp_path, tiny_model_dir, task):
     fields = ("prediction", "target_range") if task == "regression" else ("predicted", "precision")
     assert all(f'"{f}"' in html for f in fields)
 
-    data = pd.read_parquet(art / "data/dataset.parquet")
-    test = data[data["split"] == "test"].rename(columns={"text": "review"})
-    test[["id", "review"]].to_csv(repo / "new.csv", index=False)
-    sh(repo, sys.executable, "-m", "stages.predict", "new.csv", "--out", "pred.csv", "--id-column", "id",
-       "--text-column", "review")
-    pred = pd.read_csv(repo / "pred.csv")
+    test, pred, _ = predict_test_rows(repo, column="review")
     scores = ["score"] if task == "regression" else ["score_neg", "score_neu", "score_pos"]
-    assert list(pred.columns) == ["id", *scores, "prediction"] and len(pred) == len(test)
+    assert list(pred.columns) == [*scores, "prediction"] and len(pred) == len(test)
 
 
 def test_onnx_embedding_backend_end_to_end(tmp_path, tiny_model_dir):
@@ -74,10 +68,5 @@ def test_onnx_embedding_backend_end_to_end(tmp_path, tiny_model_dir):
     for src in ("minilm_ft", "minilm_pt"):
         assert (art / f"embeddings/{src}/encoder.onnx").exists()
         assert json.loads((art / f"embeddings/{src}/summary.json").read_text())["backend"] == "onnx"
-    data = pd.read_parquet(art / "data/dataset.parquet")
-    test = data[data["split"] == "test"]
-    test[["id", "text"]].to_csv(repo / "new.csv", index=False)
-    sh(repo, sys.executable, "-m", "stages.predict", "new.csv", "--out", "pred.csv", "--id-column", "id")
-    got = pd.read_csv(repo / "pred.csv", dtype={"id": str}).set_index("id")
-    want = pd.read_parquet(art / "ensemble/preds.parquet").set_index("id").loc[got.index]
+    _, got, want = predict_test_rows(repo)
     assert np.abs(got["score_fresh"] - want["score_fresh"]).max() < 1e-4

@@ -42,7 +42,7 @@ def test_sigkill_during_finetune_then_resume_gives_same_weights(tmp_path, tiny_m
     deadline = time.time() + 120
     ckpt = None
     while time.time() < deadline and proc.poll() is None:
-        found = list((run / "checkpoints").glob("minilm-*/state.pt"))
+        found = list((run / "checkpoints").glob("minilm-*/step-*/state.pt"))
         if found:
             ckpt = found[0]
             time.sleep(0.3)  # a few steps past the checkpoint
@@ -59,7 +59,7 @@ def test_sigkill_during_finetune_then_resume_gives_same_weights(tmp_path, tiny_m
     a = load_file(str(ref / "artifacts/finetune/minilm/model/model.safetensors"))
     b = load_file(str(run / "artifacts/finetune/minilm/model/model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-    assert not list((run / "checkpoints").glob("minilm-*/state.pt"))  # removed after success
+    assert not list((run / "checkpoints").glob("minilm-*/step-*/state.pt"))  # removed after success
 
 
 def test_security_defaults():

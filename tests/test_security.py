@@ -19,8 +19,10 @@ class Payload:
 def test_a_checkpoint_with_a_code_running_pickle_is_refused(tmp_path):
     marker = tmp_path / "ran"
     folder = tmp_path / "ckpt"
-    folder.mkdir()
-    torch.save({"step": 3, "opt": Payload(marker)}, folder / "state.pt")
+    (folder / "step-3").mkdir(parents=True)
+    torch.save({"step": 3, "opt": Payload(marker)}, folder / "step-3" / "state.pt")
+    (folder / "step-3" / "model.safetensors").write_bytes(b"")
+    (folder / "latest").write_text("step-3")
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)

@@ -164,7 +164,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model_dir, tmp_pat
             raise Killed  # after the checkpoint at step 3, mid-epoch, with dropout RNG in use
     with pytest.raises(Killed):
         run(tiny_model_dir, c, checkpoint_dir=tmp_path, on_step=die)
-    assert (tmp_path / "model.safetensors").exists()
+    assert (tmp_path / "step-3" / "model.safetensors").exists() and (tmp_path / "latest").read_text() == "step-3"
     resumed, hist = run(tiny_model_dir, c, seed=0, checkpoint_dir=tmp_path)
     for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
