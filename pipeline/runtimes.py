@@ -36,6 +36,12 @@ def exported_file(folder: Path, backend: str, quantize: str) -> Path:
 def _require(module: str, extra: str):
     import importlib
 
+    if module in ("openvino", "nncf"):
+        # OpenVINO bundles an older libtbb. Loaded first, it stays in the process, and scikit-learn-intelex
+        # (the heads' CPU backend) then fails to import with an undefined TBB symbol. sklearnex first loads the
+        # newer libtbb, which OpenVINO also runs with.
+        from pipeline.heads import sklearnex_available
+        sklearnex_available()
     try:
         return importlib.import_module(module)
     except ImportError:

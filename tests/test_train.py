@@ -1,5 +1,6 @@
 """The fine-tuning loop on a tiny random-init BERT: options, schemes, schedules, resume, determinism."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,7 +205,10 @@ def test_adapter_schemes_train_only_adapters_and_reload(tiny_model_dir, tmp_path
 def test_runtime_backends_embed_like_torch(tmp_path, tiny_backbone, backend, quantize, min_cos):
     """embed.backend onnx/openvino: the exported encoder gives the torch path's embeddings (to the precision of
     the runtime: fp32 ONNX exact to float error, int8 and OpenVINO's bf16 close), on the same bucketed batches."""
-    pytest.importorskip("onnxruntime" if backend == "onnx" else "openvino")
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime" if backend == "onnx" else "openvino") is None:
+        pytest.skip(f"{backend} is not installed")  # not imported here: runtimes._require orders the imports
     from pipeline.embed import embed_frame
     from pipeline.params import EmbedParams
     from pipeline.runtimes import RuntimeEncoder, export
@@ -217,3 +221,18 @@ def test_runtime_backends_embed_like_torch(tmp_path, tiny_backbone, backend, qua
     got = embed_frame(RuntimeEncoder(path, backend, tiny_backbone.tokenizer, 32), texts, cfg, torch.device("cpu"))
     cos = np.sum(ref * got, 1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
     assert got.shape == ref.shape and cos.min() >= min_cos
+
+
+def test_openvino_then_the_sklearnex_heads_in_one_process(tmp_path):
+    """predict with embed.backend openvino embeds first, then loads sklearnex heads: OpenVINO's older libtbb,
+    loaded first, used to make sklearnex fail to import. A fresh interpreter, in that order."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = ("from pipeline.runtimes import _require; _require('openvino', 'openvino'); "
+            "from pipeline.heads import resolve_backend, _estimators; print(_estimators(resolve_backend('sklearnex')))")
+    if not (importlib.util.find_spec("openvino") and importlib.util.find_spec("sklearnex")):
+        pytest.skip("needs openvino and scikit-learn-intelex")  # found, not imported: this process may hold either
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(Path(__file__).parents[1]))
+    assert r.returncode == 0, r.stderr[-2000:]
