@@ -44,14 +44,15 @@ def source_encoder(params: Params, source: str):
     return pretrained_encoder(cfg, paths.pretrained(src.backbone))
 
 
-def stored_runtime(params: Params, source: str, encoder):
-    """embed.backend onnx/openvino: the encoder the embed stage exported into the source's artifact, run by its
-    runtime with `encoder`'s tokenizer (predict embeds new texts exactly as the cache was embedded)."""
+def stored_runtime(params: Params, source: str, encoder, folder: Path | None = None):
+    """embed.backend onnx/openvino: the encoder the embed stage exported into the source's artifact (`folder`,
+    default its final place), run by its runtime with `encoder`'s tokenizer. The embed stage and predict both
+    build it here, so new texts are embedded exactly as the cache was."""
     from pipeline.runtimes import RuntimeEncoder, exported_file
 
     e = params.embed
     cfg = params.backbones[params.sources[source].backbone]
-    return RuntimeEncoder(exported_file(paths.embeddings(source), e.backend, e.quantize), e.backend,
+    return RuntimeEncoder(exported_file(folder or paths.embeddings(source), e.backend, e.quantize), e.backend,
                           encoder.tokenizer, cfg.max_length)
 
 
@@ -64,11 +65,11 @@ def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DAT
     device = pick_device()
     runtime = {}
     if params.embed.backend != "torch":  # export once into this artifact; predict runs the same file
-        from pipeline.runtimes import RuntimeEncoder, export
+        from pipeline.runtimes import export
 
         t0 = time.perf_counter()
         path = export(encoder, out, params.embed.backend, params.embed.quantize)
-        encoder = RuntimeEncoder(path, params.embed.backend, encoder.tokenizer, cfg.max_length)
+        encoder = stored_runtime(params, source, encoder, out)
         device = torch.device("cpu")  # the runtimes run on the CPU
         runtime = {"backend": params.embed.backend, "quantize": params.embed.quantize, "file": path.name,
                    "export_seconds": time.perf_counter() - t0}

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 import pandas as pd
+import torch
 
 from pipeline import PipelineError, paths
 from pipeline.accel import pick_device, resolve_precision
