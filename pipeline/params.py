@@ -137,7 +137,7 @@ class FinetuneParams(_Section):
     bucket: bool = True  # length-bucketed batches with dynamic padding
     eval_batch_size: int = Field(128, gt=0)
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = no mid-run checkpoints
-    # scheme autofreeze (pipeline/autofreeze.py): decide every `interval` epochs; freeze the front units whose
+    # scheme autofreeze (pipeline/models/autofreeze.py): decide every `interval` epochs; freeze the front units whose
     # gradient-norm change is <= this percentile of the trainable ones; cache the frozen prefix's output
     autofreeze_interval: float = Field(0.25, gt=0)
     autofreeze_percentile: float = Field(50, ge=0, le=100)
@@ -152,7 +152,7 @@ class EmbedParams(_Section):
     chunk_rows: int = Field(4096, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # torch backend's autocast
     bucket: bool = True
-    # CPU runtimes for the frozen text encoder, exported to ONNX once per embed stage (pipeline/runtimes.py)
+    # CPU runtimes for the frozen text encoder, exported to ONNX once per embed stage (pipeline/cache/runtimes.py)
     backend: Literal["torch", "onnx", "openvino"] = "torch"
     quantize: Literal["none", "int8"] = "none"  # onnx: dynamic int8; openvino: int8 weights (NNCF)
 

@@ -2,7 +2,7 @@
 from pipeline import paths
 from pipeline.cli import artifact_stage
 from pipeline.params import ParamsError
-from pipeline.embed import run_embed
+from pipeline.cache.embed import run_embed
 
 
 def _out(params, args):

@@ -1,7 +1,7 @@
 """Stage ensemble: weighted average of `ensemble.members`, weights chosen on valid -> artifacts/ensemble."""
 from pipeline import paths
 from pipeline.cli import artifact_stage
-from pipeline.evaluate import run_ensemble
+from pipeline.ensemble.evaluate import run_ensemble
 
 
 def main() -> None:

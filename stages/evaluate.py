@@ -1,7 +1,7 @@
 """Stage evaluate: test metrics for every model and the ensemble -> artifacts/evaluate/{metrics.json, plots/}."""
 from pipeline import paths
 from pipeline.cli import artifact_stage
-from pipeline.evaluate import run_evaluate
+from pipeline.ensemble.evaluate import run_evaluate
 
 
 def main() -> None:

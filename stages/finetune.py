@@ -2,7 +2,7 @@
 from pipeline import paths
 from pipeline.cli import artifact_stage
 from pipeline.params import ParamsError
-from pipeline.train import run_finetune
+from pipeline.train.loop import run_finetune
 
 
 def _out(params, args):

@@ -5,7 +5,7 @@
 from pipeline import paths
 from pipeline.cli import artifact_stage
 from pipeline.params import ParamsError
-from pipeline.heads import run_head
+from pipeline.heads.fit import run_head
 
 
 def _out(params, args):

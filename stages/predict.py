@@ -7,7 +7,7 @@ import argparse
 
 from pipeline.cli import run_stage
 from pipeline.params import load_params
-from pipeline.predict import predict_file
+from pipeline.predict.serve import predict_file
 
 
 def main() -> None:

@@ -3,7 +3,7 @@ import argparse
 
 from pipeline import paths
 from pipeline.cli import run_stage
-from pipeline.data import prepare_dataset
+from pipeline.data.load import prepare_dataset
 from pipeline.io import atomic_dir, write_json, write_params
 from pipeline.params import load_params
 

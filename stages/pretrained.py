@@ -5,7 +5,7 @@ not when a fine-tuning param does. A backbone without weights (a timm model with
 here once, seeded, and saved (model.safetensors): embed, finetune and predict all load these weights.
 """
 from pipeline import paths
-from pipeline.backbones import fingerprint, make_backbone, resolve_model_path, saves_weights
+from pipeline.models.backbones import fingerprint, make_backbone, resolve_model_path, saves_weights
 from pipeline.cli import artifact_stage
 from pipeline.io import write_json, write_params
 from pipeline.params import ParamsError

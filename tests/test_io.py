@@ -33,7 +33,7 @@ def test_stale_tmp_of_dead_process_is_removed(tmp_path):
 def test_backbone_fingerprint_hashes_weights_not_paths(tiny_model_dir):
     import hashlib
 
-    from pipeline.backbones import fingerprint
+    from pipeline.models.backbones import fingerprint
     from pipeline.params import BackboneParams
 
     fp = fingerprint(BackboneParams(name=str(tiny_model_dir)))

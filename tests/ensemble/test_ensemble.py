@@ -1,0 +1,130 @@
+"""The ensemble stage: its objective, the cross-fitted check against the best member, the fallback, and score
+columns named by class. Real preds files in a temporary project folder, read through run_ensemble."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.ensemble.blend import crossfit_check, fit_weights, objective_loss
+from pipeline.ensemble.evaluate import run_ensemble, run_evaluate
+from pipeline.io import write_json
+from pipeline.params import Params
+from pipeline.preds import write_preds
+from pipeline.data.tasks import Task
+
+TASK = Task("multiclass", classes=["neg", "neu", "pos"])
+
+
+def members(n=400, seed=0):
+    """A: 85% right, soft (0.5 on its pick). B: 75% right, confident (0.9), wrong in other ways. Log loss
+    likes B's confidence; the blend it picks loses accuracy to A alone."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+
+    def member(acc, conf, shift):
+        m = np.full((n, 3), (1 - conf) / 2)
+        m[np.arange(n), np.where(rng.random(n) < acc, y, (y + shift) % 3)] = conf
+        return m
+    return y, member(0.85, 0.5, 1), member(0.75, 0.9, 2)
+
+
+def project(tmp_path, monkeypatch, objective="log_loss", fallback=True) -> Params:
+    monkeypatch.chdir(tmp_path)
+    y, a, b = members()
+    n = len(y)
+    split = np.where(np.arange(n) < n // 2, "valid", "test")
+    ids = [f"r{i}" for i in range(n)]
+    data = tmp_path / "artifacts/data"
+    data.mkdir(parents=True)
+    pd.DataFrame({"id": ids, "text": "x", "label": np.asarray(TASK.classes)[y], "split": split}).to_parquet(
+        data / "dataset.parquet")
+    write_json(data / "task.json", TASK.to_dict())
+    for name, s in (("src-a", a), ("src-b", b)):
+        (tmp_path / "artifacts/heads" / name).mkdir(parents=True)
+        write_preds(tmp_path / "artifacts/heads" / name / "preds.parquet", ids, split, s, TASK.score_columns())
+    return Params.model_validate({
+        "data": {"task": "multiclass", "source": "file", "path": "x.csv"},
+        "backbones": {"bb": {"name": "x"}}, "sources": {"src": {"backbone": "bb", "from": "pretrained"}},
+        "heads": {"a": {"kind": "svm"}, "b": {"kind": "knn"}},
+        "ensemble": {"members": ["src-a", "src-b"], "objective": objective, "fallback": fallback}})
+
+
+def test_log_loss_blend_that_loses_accuracy_falls_back_to_the_best_member(tmp_path, monkeypatch):
+    params = project(tmp_path, monkeypatch)
+    out = tmp_path / "artifacts/ensemble"
+    out.mkdir()
+    run_ensemble(params, out)
+    rep = json.loads((out / "weights.json").read_text())
+    check = rep["check"]
+    assert check["metric"] == "f1_macro" and check["best_member"] == "src-a" and check["gain"] < 0
+    assert check["fallback"] and rep["weights"] == {"src-a": 1.0, "src-b": 0.0}
+    preds = pd.read_parquet(out / "preds.parquet")
+    a = pd.read_parquet(tmp_path / "artifacts/heads/src-a/preds.parquet")
+    assert list(preds.columns) == ["id", "split", "score_neg", "score_neu", "score_pos"]
+    assert np.array_equal(preds[TASK.score_columns()].to_numpy(), a[TASK.score_columns()].to_numpy())
+
+    # evaluate reports the check beside the test metrics, with metric names of the task
+    ev = tmp_path / "artifacts/evaluate"
+    ev.mkdir()
+    run_evaluate(params, ev)
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert set(metrics["ensemble"]) == {"f1_macro", "accuracy", "roc_auc_ovr", "log_loss"}
+    assert metrics["ensemble_valid"]["fallback"] is True and metrics["ensemble_valid"]["best_member"] == "src-a"
+    assert (ev / "plots/detail.csv").read_text().startswith("class,precision,recall,f1,support")
+
+    # without the fallback, the log-loss blend is kept (and is worse on valid, as the check said)
+    params = params.model_copy(update={"ensemble": params.ensemble.model_copy(update={"fallback": False})})
+    run_ensemble(params, out)
+    rep = json.loads((out / "weights.json").read_text())
+    assert 0 < rep["weights"]["src-b"] < 1 and rep["check"]["fallback"] is False
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_primary_objective_keeps_accuracy_and_breaks_ties_by_log_loss(order):
+    y, a, b = members()
+    pair = [a, b] if order == 0 else [b, a]  # the grid's first tie differs with the order
+    loss = objective_loss(TASK, "primary", "accuracy")
+    w, value = fit_weights(TASK, y, pair, 0.05, "mean", loss)
+    best_alone = max(TASK.metric("accuracy", y, m) for m in pair)
+    assert -value >= best_alone
+    # among the weights with that accuracy, the one with the lowest log loss
+    blend = [v * pair[0] + (1 - v) * pair[1] for v in np.linspace(0, 1, 21)]
+    ties = [s for s in blend if TASK.metric("accuracy", y, s) == -value]
+    assert len(ties) > 1
+    assert TASK.selection_loss(y, w[0] * pair[0] + w[1] * pair[1]) == pytest.approx(
+        min(TASK.selection_loss(y, s) for s in ties))
+    check = crossfit_check(TASK, y, pair, ["a", "b"], 0.05, "mean", loss, "accuracy")
+    assert check["gain"] >= 0 and check["folds"] == 5
+
+
+def test_regression_check_is_signed_so_that_lower_rmse_wins():
+    rng = np.random.default_rng(0)
+    task = Task("regression", y_min=0, y_max=10)
+    y = rng.uniform(0, 10, 300)
+    good, noisy = (y + rng.normal(0, 0.5, 300))[:, None], (y + rng.normal(0, 3, 300))[:, None]
+    check = crossfit_check(task, y, [good, noisy], ["good", "noisy"], 0.05, "mean",
+                           objective_loss(task, "primary", "rmse"), "rmse")
+    assert check["best_member"] == "good" and check["gain"] > -0.05  # a blend may add a little noise
+    assert task.score_columns() == ["score"]
+    assert Task("binary", classes=["rotten", "fresh"]).score_columns() == ["score_fresh"]
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel", "regression"])
+def test_vectorized_blend_metrics_equal_the_task_metrics(kind):
+    """The weight search scores thousands of blends at once; each number must be Task.metric's."""
+    from pipeline.ensemble.blend import batch_metric
+
+    rng = np.random.default_rng(3)
+    n = 200
+    task = {"binary": Task("binary", classes=["a", "b"]), "multiclass": TASK,
+            "multilabel": Task("multilabel", classes=["x", "y", "z"]),
+            "regression": Task("regression", y_min=0, y_max=1)}[kind]
+    y = {"binary": rng.integers(0, 2, n), "multiclass": rng.integers(0, 3, n),
+         "multilabel": rng.integers(0, 2, (n, 3)).astype(np.float32), "regression": rng.random(n)}[kind]
+    B = rng.dirichlet(np.ones(3), (5, n)) if kind == "multiclass" else rng.random((5, n, task.n_outputs))
+    for name in task.metric_names:
+        assert batch_metric(task, name, y, B) == pytest.approx([task.metric(name, y, s) for s in B], abs=1e-12), name
+    # the loss C searches and the weight search minimise is the task's own loss metric, blend by blend
+    loss = {"binary": "log_loss", "multiclass": "log_loss", "multilabel": "log_loss_mean", "regression": "rmse"}[kind]
+    assert task.selection_losses(y, B) == pytest.approx([task.metric(loss, y, s) for s in B], rel=1e-9)
