@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from pipeline import PipelineError
 from pipeline.params import DataParams
-from pipeline.data.splits import dedupe, split
 from pipeline.data.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -247,6 +245,12 @@ def fit_target_scale(task: Task, df: pd.DataFrame) -> Task:
 def prepare_dataset(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, Task, dict]:
     """Load, clean, subsample (max_rows, stratified), handle duplicates and split by duplicate group.
     Returns (frame, task, report)."""
+    # here, not at the top: every later stage imports this module for read_prepared, and scikit-learn's
+    # import costs about a second per stage
+    from sklearn.model_selection import train_test_split
+
+    from pipeline.data.splits import dedupe, split
+
     raw, source = load_raw(cfg)
     df, dropped = clean(raw, cfg, source)
     if cfg.max_rows and len(df) > cfg.max_rows:

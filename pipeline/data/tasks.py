@@ -14,7 +14,6 @@ from typing import Optional
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn import metrics as skm
 
 from pipeline.params import TASK_METRICS
 
@@ -129,22 +128,22 @@ class Task:
                 return float(np.sqrt(np.mean((pred - y) ** 2)))
             if name == "mae":
                 return float(np.mean(np.abs(pred - y)))
-            return float(skm.r2_score(y, pred))
+            return float(_skm().r2_score(y, pred))
         hard = self.hard(scores)
         if name in ("accuracy", "subset_accuracy"):
             return float(np.mean(np.all(np.reshape(hard == y, (len(y), -1)), axis=1)))
         if name == "f1":
-            return float(skm.f1_score(y, hard, zero_division=0))
+            return float(_skm().f1_score(y, hard, zero_division=0))
         if name == "f1_macro":
             labels = None if k == "multilabel" else list(range(len(self.classes)))
-            return float(skm.f1_score(y, hard, average="macro", labels=labels, zero_division=0))
+            return float(_skm().f1_score(y, hard, average="macro", labels=labels, zero_division=0))
         if name == "roc_auc":
-            return _safe(lambda: skm.roc_auc_score(y, scores[:, 0]))
+            return _safe(lambda: _skm().roc_auc_score(y, scores[:, 0]))
         if name == "roc_auc_ovr":
-            return _safe(lambda: skm.roc_auc_score(y, _normalized(scores), multi_class="ovr",
+            return _safe(lambda: _skm().roc_auc_score(y, _normalized(scores), multi_class="ovr",
                                                    labels=list(range(len(self.classes)))))
         if name == "roc_auc_macro":
-            return _safe(lambda: skm.roc_auc_score(y, scores, average="macro"))
+            return _safe(lambda: _skm().roc_auc_score(y, scores, average="macro"))
         if name in ("log_loss", "log_loss_mean"):
             return self.selection_loss(y, scores)
         raise KeyError(f"{name!r} is not a {k} metric; allowed: {self.metric_names}")
@@ -178,3 +177,11 @@ def _safe(fn) -> float:
         return float(fn())
     except ValueError:  # one class only in y: AUC undefined
         return float("nan")
+
+
+def _skm():
+    """sklearn.metrics, imported on first use: the ensemble stage's counting metrics (accuracy) are numpy,
+    and importing scikit-learn costs about a second of a stage that runs on every change of a head."""
+    from sklearn import metrics
+
+    return metrics

@@ -13,7 +13,6 @@ import itertools
 from typing import Callable
 
 import numpy as np
-from scipy.stats import rankdata
 
 from pipeline.data.tasks import Task
 
@@ -26,6 +25,8 @@ def simplex_grid(n: int, step: float) -> np.ndarray:
 
 
 def ranks(scores: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata  # here: only `method: rank` needs SciPy
+
     return np.column_stack([(rankdata(scores[:, j]) - 1) / max(len(scores) - 1, 1)
                             for j in range(scores.shape[1])])
 
@@ -37,6 +38,8 @@ def combine(members: list[np.ndarray], weights: np.ndarray, method: str = "mean"
 
 
 Loss = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
 def objective_loss(task: Task, objective: str, primary: str, method: str = "mean") -> Loss:
     """(y, blends (G, N, K)) -> (G, 2): the value to minimize and a tie-breaker, for G candidate blends at
     once. log_loss: log loss (RMSE for regression). primary: the primary metric signed so that lower is better,
@@ -106,17 +109,31 @@ def fit_weights(task: Task, y_valid: np.ndarray, members: list[np.ndarray], step
     return best_w, float(best[0])
 
 
+def kfold(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, test) index pairs of scikit-learn's KFold(k, shuffle=True, random_state=seed), equal to
+    them (tested), without importing scikit-learn into the ensemble stage."""
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(k, n // k)
+    sizes[: n % k] += 1
+    folds, start = [], 0
+    for size in sizes:
+        test = np.zeros(n, dtype=bool)
+        test[order[start:start + size]] = True
+        folds.append((np.flatnonzero(~test), np.flatnonzero(test)))
+        start += size
+    return folds
+
+
 def crossfit_check(task: Task, y: np.ndarray, members: list[np.ndarray], names: list[str], step: float,
                    method: str, loss: Loss, primary: str, k: int = 5, seed: int = 0) -> dict:
     """Does blending help on the fit rows? Each fold's blend uses weights fit on the other folds, so the
     blend is not scored on the rows that chose its weights (a member needs no such care: it saw none of them).
     -> {metric, blend (cross-fitted), members {name: value}, best_member, best_member_value, gain}; gain > 0
     means the blend is better on the primary metric."""
-    from sklearn.model_selection import KFold
-
     k = max(2, min(k, len(y) // 2))
     blended = np.zeros_like(members[0])
-    for tr, te in KFold(k, shuffle=True, random_state=seed).split(members[0]):
+    for tr, te in kfold(len(y), k, seed):
         w, _ = fit_weights(task, y[tr], [m[tr] for m in members], step, method, loss)
         blended[te] = combine([m[te] for m in members], w, method)
     sign = 1.0 if task.higher_is_better(primary) else -1.0

@@ -101,9 +101,11 @@ def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
     whose import alone costs seconds per stage. The stage really runs; then its modules are listed."""
     code = ("import runpy, sys; sys.argv = %r; runpy.run_module(%r, run_name='__main__'); "
             "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'timm', 'torchvision', 'peft') "
-            "if m in sys.modules))" % (argv, argv[0]))
+            "if m in sys.modules)); print('SKLEARN', 'sklearn' in sys.modules)" % (argv, argv[0]))
     out = sh(repo, sys.executable, "-c", code)
     assert "HEAVY []" in out, out[-2000:]
+    if argv == ["stages.ensemble"]:  # binary, accuracy: numpy metrics, numpy folds; no scikit-learn import
+        assert "SKLEARN False" in out, out[-2000:]
     sh(repo, "dvc", "commit", "-f", "-q")  # the rerun rewrote outputs DVC already had: same content, same lock
 
 

@@ -128,3 +128,18 @@ def test_vectorized_blend_metrics_equal_the_task_metrics(kind):
     # the loss C searches and the weight search minimise is the task's own loss metric, blend by blend
     loss = {"binary": "log_loss", "multiclass": "log_loss", "multilabel": "log_loss_mean", "regression": "rmse"}[kind]
     assert task.selection_losses(y, B) == pytest.approx([task.metric(loss, y, s) for s in B], rel=1e-9)
+
+
+@pytest.mark.parametrize("n, k, seed", [(10, 5, 0), (1918, 5, 42), (7, 3, 1), (101, 4, 7)])
+def test_kfold_equals_scikit_learns(n, k, seed):
+    """The cross-fitted check's folds are scikit-learn's KFold(shuffle=True) ones, so the ensemble stage's
+    result did not move when it stopped importing scikit-learn."""
+    from sklearn.model_selection import KFold
+
+    from pipeline.ensemble.blend import kfold
+
+    ours = kfold(n, k, seed)
+    theirs = list(KFold(k, shuffle=True, random_state=seed).split(np.zeros(n)))
+    assert len(ours) == len(theirs)
+    for (a, b), (c, d) in zip(ours, theirs):
+        assert np.array_equal(a, c) and np.array_equal(b, d)
