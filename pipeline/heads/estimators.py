@@ -73,6 +73,7 @@ class Head:
         self.mean = self.std = None
         self.models: list = []
         self.calibrators: list = []
+        self._cal_margins: tuple | None = None  # (X_cal, its margins): heldout_scores reuses them
 
     # ---- normalization ----
     def _norm(self, X: np.ndarray, fit: bool = False) -> np.ndarray:
@@ -120,6 +121,11 @@ class Head:
         ys = self.label_columns(y)
         self.models = [self._make(False).fit(Xn, yk) for yk in ys]
         if calibrate and self.needs_calibration:
+            if self.cfg.calibration == "valid":
+                if X_cal is None:
+                    raise PipelineError("heads calibration 'valid' needs the valid split")
+                # one SVC pass over the valid rows serves the calibrators and heldout_scores(X_cal)
+                self._cal_margins = (X_cal, self.margins(X_cal))
             self.calibrators = [self._calibrate(m, Xn, yk, X_cal, y_cal, k)
                                 for k, (m, yk) in enumerate(zip(self.models, ys))]
         return self
@@ -156,7 +162,7 @@ class Head:
             return self.scores(X)
         from sklearn.model_selection import KFold
 
-        ms = self.margins(X)
+        ms = self._cal_margins[1] if self._cal_margins and self._cal_margins[0] is X else self.margins(X)
         ys = self.label_columns(y)
         probs = [np.zeros((len(X), len(np.unique(yk)))) for yk in ys]
         for tr, te in KFold(k, shuffle=True, random_state=0).split(X):
@@ -171,9 +177,7 @@ class Head:
         from sklearn.model_selection import StratifiedKFold
 
         if self.cfg.calibration == "valid":
-            if X_cal is None:
-                raise PipelineError("heads calibration 'valid' needs the valid split")
-            d, yc = _margins(m, self._norm(X_cal)), (y_cal[:, k] if y_cal.ndim == 2 else y_cal).astype(int)
+            d, yc = self._cal_margins[1][k], (y_cal[:, k] if y_cal.ndim == 2 else y_cal).astype(int)
         else:  # cv: margins of models that did not see the row
             d = np.zeros((len(Xn), 1 if len(np.unique(y)) == 2 else len(np.unique(y))))
             for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(Xn, y):

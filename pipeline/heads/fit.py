@@ -47,10 +47,11 @@ def run_head(params: Params, features: str, head_name: str, out: Path, data_dir:
         splits = np.concatenate([splits, index["split"][sel["test"]]])
         report["oof_rows"] = int(keep.sum())
     else:
-        head, report = fit_head(cfg, task, X[sel["train"]], y[sel["train"]], X[sel["valid"]], y[sel["valid"]])
+        X_va, y_va = X[sel["valid"]], y[sel["valid"]]  # one array: the head reuses its margins on it
+        head, report = fit_head(cfg, task, X[sel["train"]], y[sel["train"]], X_va, y_va)
         ids = np.concatenate([index["id"][sel["valid"]], index["id"][sel["test"]]])
         splits = np.concatenate([index["split"][sel["valid"]], index["split"][sel["test"]]])
-        scores = np.vstack([head.heldout_scores(X[sel["valid"]], y[sel["valid"]]), head.scores(X[sel["test"]])])
+        scores = np.vstack([head.heldout_scores(X_va, y_va), head.scores(X[sel["test"]])])
     report["fit_seconds"] = time.perf_counter() - t0
     write_preds(out / "preds.parquet", ids, splits, scores, task.score_columns())
     save_head(head, out)
