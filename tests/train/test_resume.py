@@ -64,7 +64,7 @@ def test_sigkill_during_finetune_then_resume_gives_same_weights(tmp_path, tiny_m
 
 def test_security_defaults():
     assert BackboneParams(name="x").trust_remote_code is False
-    src = "\n".join(p.read_text() for p in (ROOT / "pipeline").glob("*.py"))
+    src = "\n".join(p.read_text() for p in (ROOT / "pipeline").rglob("*.py"))
     loads = re.findall(r"torch\.load\(([^)]*)\)", src)
     assert loads and all("weights_only=True" in call for call in loads)
     assert "use_safetensors=True" in src and "safe_serialization=True" in src
