@@ -102,8 +102,8 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
               previous: Path | None = None) -> dict:
     """Embed every row of artifacts/inputs with the source's backbone (pretrained, or the fine-tuned one) into
     a Zarr cache in `out`, reusing the vectors of `previous` (default: the source's current store) that have
-    the same cache key and input hash. The result equals a from-scratch embed: reused rows bit for bit, new rows
-    up to float summation order (they are batched with other rows than a full pass would batch them with)."""
+    the same cache key and input hash. The result equals a from-scratch embed up to float summation order:
+    reused rows are copied bit for bit, and a full pass would batch every row with other rows."""
     src = params.sources[source]
     cfg = params.backbones[src.backbone]
     df = read_inputs(inputs_dir)

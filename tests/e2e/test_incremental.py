@@ -72,6 +72,7 @@ def test_labels_and_the_split_seed_do_not_rerun_the_embed(repo):
 
 
 def test_appended_rows_are_the_only_rows_embedded_and_the_store_equals_a_full_pass(repo):
+    before, _ = read_embeddings(repo / STORE)
     pd.concat([pd.read_csv(repo / "data/reviews.csv"), corpus(12, start=1000)]).to_csv(repo / "data/reviews.csv",
                                                                                        index=False)
     stages, summary, out = embed(repo)
@@ -87,8 +88,10 @@ def test_appended_rows_are_the_only_rows_embedded_and_the_store_equals_a_full_pa
     assert json.loads((repo / STORE / "summary.json").read_text())["embedded"] == 132
     Y, full_index = read_embeddings(repo / STORE)
     assert full_index.equals(index)
-    assert np.array_equal(X[:120], Y[:120])  # reused rows: bit for bit
-    assert np.abs(X - Y).max() < 1e-5  # new rows: batched with other rows than in a full pass (fp32 order)
+    assert np.array_equal(X[:120], before)  # reused rows: the previous store's, bit for bit
+    # a full pass batches every row with other rows than the two incremental passes did: float32 summation order
+    print("max |incremental - full pass|:", np.abs(X - Y).max())
+    assert np.abs(X - Y).max() < 1e-5
     shutil.rmtree(repo / STORE)
     shutil.move(repo / "incremental", repo / STORE)
     assert "up to date" in sh(repo, "dvc", "status", "embed@minilm_pt")
@@ -106,6 +109,6 @@ def test_another_backbone_fingerprint_embeds_every_row_again(repo, tmp_path, tin
     set_params(repo, lambda p: p["backbones"]["minilm"].update(name=str(other)))
     stages, summary, out = embed(repo)
     assert stages == {"pretrained@minilm", "embed@minilm_pt"}
-    assert (summary["embedded"], summary["reused"]) == (132, 0)
+    assert summary["embedded"] == summary["rows"] >= 120 and summary["reused"] == 0
     assert "made with another cache key (backbone differ)" in out, out[-2000:]
     assert not np.allclose(read_embeddings(repo / STORE)[0], X)
