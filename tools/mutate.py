@@ -138,7 +138,7 @@ MUTATIONS = [
              (INCREMENTAL,), "every embed rerun embeds every row (no incremental cache)"),
     Mutation("cache-key-ignores-weights", "pipeline/cache/embed.py",
              '    parts = {"backbone": fp if fp["files"] else {"name": cfg.name, **fp}, ', "    parts = {",
-             (INCREMENTAL,), "another backbone's embed reuses the stale vectors of the previous one"),
+             (INCREMENTAL,), "another backbone's embed reuses the vectors the previous backbone made"),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 
