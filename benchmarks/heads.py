@@ -45,11 +45,11 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     params = load_params()
-    _, task = read_prepared(paths.DATA)
+    labels, task = read_prepared(paths.DATA)
     rows = []
     print(f"{'features':10} {'head':9} {'backend':10} {'fit s':>7} {'vs mlp':>7} {'acc':>7} {'auc':>7} {'logloss':>8}")
     for feats in args.features:
-        X, index = read_features(feature_folders(params, feats))
+        X, index = read_features(feature_folders(params, feats), labels)
         y = task.encode(index["label"])
         sel = {s: (index["split"] == s).to_numpy() for s in ("train", "valid", "test")}
         base = None

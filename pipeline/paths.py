@@ -5,6 +5,7 @@ from pathlib import Path
 
 ART = Path("artifacts")
 DATA = ART / "data"
+INPUTS = ART / "inputs"  # what the encoders read: embed depends on it, not on DATA
 EMBEDDINGS = ART / "embeddings"
 HEADS = ART / "heads"
 ENSEMBLE = ART / "ensemble"

@@ -1,8 +1,10 @@
-"""Stage prepare: dataset -> artifacts/data/{dataset.parquet, task.json, report.json, params.yaml}."""
+"""Stage prepare: dataset -> artifacts/inputs/inputs.parquet (what the encoders read) and
+artifacts/data/{dataset.parquet, task.json, report.json, params.yaml} (labels and splits)."""
 import argparse
 
 from pipeline import paths
 from pipeline.cli import run_stage
+from pipeline.data.inputs import write_inputs
 from pipeline.data.load import prepare_dataset
 from pipeline.io import atomic_dir, write_json, write_params
 from pipeline.params import load_params
@@ -15,6 +17,8 @@ def main() -> None:
     def body(args) -> str:
         params = load_params(args.params)
         df, task, report = prepare_dataset(params.data, params.seed)
+        with atomic_dir(paths.INPUTS) as out:  # a pure function of the rows' inputs: no params record
+            write_inputs(out, df)
         with atomic_dir(paths.DATA) as out:
             df.to_parquet(out / "dataset.parquet", index=False)
             write_json(out / "task.json", task.to_dict())

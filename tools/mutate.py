@@ -45,6 +45,7 @@ class Mutation:
 
 
 FEATURES = "tests/train/test_features_active.py"
+INCREMENTAL = "tests/e2e/test_incremental.py"
 MUTATIONS = [
     Mutation("autocast-noop", "pipeline/devices.py",
              "    return torch.autocast(device_type=device.type, dtype=dtype)",
@@ -128,6 +129,16 @@ MUTATIONS = [
              "        if True:",
              ("tests/heads/test_head_store.py",),
              "the head unpickler builds any class or function a file names (code can run)"),
+    Mutation("embed-depends-on-labels", "dvc.yaml",
+             "pipeline/models/vision.py, artifacts/inputs,",
+             "pipeline/models/vision.py, artifacts/inputs, artifacts/data,",
+             (INCREMENTAL,), "the embed stages depend on labels and splits again: a new split re-embeds"),
+    Mutation("embed-reuses-nothing", "pipeline/cache/embed.py",
+             "    old = reusable(", "    old = None and reusable(",
+             (INCREMENTAL,), "every embed rerun embeds every row (no incremental cache)"),
+    Mutation("cache-key-ignores-weights", "pipeline/cache/embed.py",
+             '    parts = {"backbone": fp if fp["files"] else {"name": cfg.name, **fp}, ', "    parts = {",
+             (INCREMENTAL,), "another backbone's embed reuses the vectors the previous backbone made"),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 

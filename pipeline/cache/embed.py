@@ -2,9 +2,18 @@
 
 Speed on any device comes from tokenizing once, length-sorted batches with dynamic padding (little compute is
 spent on padding) and inference mode; on GPUs also from bf16/fp16 autocast.
+
+Incremental: every vector is keyed by (`cache_key`: the sha256 of the encoder's weight files, pooling,
+max_length or the image transform, precision, runtime, storage dtype, device type) and its row's input hash
+(pipeline/data/inputs.py). A rerun reuses the rows of the previous store (the stage's own output, kept by
+`persist: true` in dvc.yaml) whose input hash it holds under the same key, and embeds only the others; a
+store with another key is never reused.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import time
 from pathlib import Path
 
@@ -13,13 +22,15 @@ import torch
 
 from pipeline import paths
 from pipeline.devices import autocast, pick_device, resolve_precision
-from pipeline.models.backbones import pretrained_encoder
+from pipeline.models.backbones import fingerprint, pretrained_encoder, saves_weights
 from pipeline.data.batching import map_batches
-from pipeline.data.load import input_column, read_prepared
-from pipeline.io import write_json, write_params
+from pipeline.data.inputs import input_column, read_inputs
+from pipeline.io import file_sha256, write_json, write_params
 from pipeline.params import Params
 from pipeline.models.schemes import load_finetuned_encoder
-from pipeline.cache.store import write_embeddings
+from pipeline.cache.store import reusable, write_embeddings
+
+log = logging.getLogger(__name__)
 
 
 def embed_frame(encoder, items, cfg_embed, device) -> np.ndarray:
@@ -56,11 +67,46 @@ def stored_runtime(params: Params, source: str, encoder, folder: Path | None = N
                           encoder.tokenizer, cfg.max_length)
 
 
-def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DATA) -> dict:
-    """Embed every row with the source's backbone (pretrained, or the fine-tuned one) into a Zarr cache."""
+def encoder_files(params: Params, source: str) -> dict[str, str]:
+    """sha256 of the files the source's frozen encoder is loaded from, by path under artifacts/: the pretrained
+    stage's saved weights (random-init backbones), or the fine-tuned model/ (or adapter and its scheme)."""
+    src = params.sources[source]
+    if src.from_ == "finetune":
+        folder = paths.finetune(src.backbone)
+        files = sorted(f for f in (folder / "model").rglob("*") if f.is_file())
+        files += [folder / n for n in ("scheme.json", "adapter.safetensors") if (folder / n).is_file()]
+    else:
+        folder = paths.pretrained(src.backbone)
+        files = [folder / "model.safetensors"] if saves_weights(params.backbones[src.backbone]) else []
+    return {f.relative_to(folder.parent.parent).as_posix(): file_sha256(f) for f in files if f.is_file()}
+
+
+def cache_key(params: Params, source: str, encoder, device) -> dict:
+    """What a cached vector depends on besides its input: -> {"key": sha256 hex, "parts": the readable parts}.
+    Batch size and bucketing are left out: they change only the float summation order (1e-6)."""
+    src, e = params.sources[source], params.embed
+    cfg = params.backbones[src.backbone]
+    fp = fingerprint(cfg)  # the configured weights; a hub name or a random-init timm model: pinned by name
+    parts = {"backbone": fp if fp["files"] else {"name": cfg.name, **fp}, "weights": encoder_files(params, source),
+             "modality": cfg.modality, "precision": resolve_precision(e.precision, device), "backend": e.backend,
+             "quantize": e.quantize, "dtype": e.dtype, "device": torch.device(device).type}
+    if cfg.modality == "image":
+        parts.update(transform=getattr(encoder, "data_config", None), model_kwargs=cfg.model_kwargs)
+    else:
+        parts.update(pooling=cfg.pooling, max_length=cfg.max_length, attn_implementation=cfg.attn_implementation)
+    parts = json.loads(json.dumps(parts, sort_keys=True, default=str))  # tuples -> lists, as key.json holds them
+    return {"key": hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), "parts": parts}
+
+
+def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.INPUTS,
+              previous: Path | None = None) -> dict:
+    """Embed every row of artifacts/inputs with the source's backbone (pretrained, or the fine-tuned one) into
+    a Zarr cache in `out`, reusing the vectors of `previous` (default: the source's current store) that have
+    the same cache key and input hash. The result equals a from-scratch embed up to float summation order:
+    reused rows are copied bit for bit, and a full pass would batch every row with other rows."""
     src = params.sources[source]
     cfg = params.backbones[src.backbone]
-    df, _ = read_prepared(data_dir)
+    df = read_inputs(inputs_dir)
     encoder = source_encoder(params, source)
     device = pick_device()
     runtime = {}
@@ -73,12 +119,27 @@ def run_embed(params: Params, source: str, out: Path, data_dir: Path = paths.DAT
         device = torch.device("cpu")  # the runtimes run on the CPU
         runtime = {"backend": params.embed.backend, "quantize": params.embed.quantize, "file": path.name,
                    "export_seconds": time.perf_counter() - t0}
+    key = cache_key(params, source, encoder, device)
+    old = reusable(paths.embeddings(source) if previous is None else previous, key)
+    rows = old[1].reindex(df["input_hash"].to_numpy()).to_numpy() if old else np.full(len(df), np.nan)
+    have = ~np.isnan(rows)
+    todo = np.flatnonzero(~have)
     t0 = time.perf_counter()
-    X = embed_frame(encoder, df[input_column(df)], params.embed, device)
+    X_new = embed_frame(encoder, df[input_column(df)].iloc[todo].reset_index(drop=True), params.embed, device) \
+        if len(todo) else None
     seconds = time.perf_counter() - t0
-    write_embeddings(out, X, df, params.embed.dtype, params.embed.chunk_rows)
-    summary = {"rows": len(X), "dim": int(X.shape[1]), "seconds": seconds,
-               "samples_per_s": len(X) / seconds, "device": str(device), **runtime}
+    dim = X_new.shape[1] if X_new is not None else old[0].shape[1]
+    X = np.empty((len(df), dim), dtype=params.embed.dtype)
+    if have.any():
+        X[have] = old[0][rows[have].astype(np.int64)]
+    if len(todo):
+        X[todo] = X_new.astype(params.embed.dtype, copy=False)
+    log.info("embed %s: %d rows reused from the previous store, %d embedded (key %s)", source, int(have.sum()),
+             len(todo), key["key"])
+    write_embeddings(out, X, df, params.embed.dtype, params.embed.chunk_rows, key=key)
+    summary = {"rows": len(X), "dim": int(dim), "embedded": len(todo), "reused": int(have.sum()),
+               "seconds": seconds, "samples_per_s": len(todo) / seconds if len(todo) else 0.0,
+               "device": str(device), "key": key["key"], **runtime}
     write_json(out / "summary.json", summary)
     write_params(out, source=src, backbone=cfg, embed=params.embed)
     return summary

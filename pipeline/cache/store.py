@@ -1,49 +1,106 @@
-"""The embedding cache: `<folder>/vectors.zarr` (N, D) float32/float16, chunked by rows, and
-`<folder>/index.parquet` (id, label, split, row). Read back whole (`read_embeddings`) or several side by side
-(`read_features`, the concatenated sources).
+"""The embedding cache: `<folder>/vectors.zarr` (N, D) float32/float16, chunked by rows,
+`<folder>/index.parquet` (id, row, input_hash) and `<folder>/key.json` (what every vector was computed with:
+pipeline/cache/embed.py `cache_key`). Labels and splits are not in the cache: they come from artifacts/data,
+joined by id (`read_features(folders, labels)`), so a new split or label does not touch the cache.
+Read back whole (`read_embeddings`), several side by side (`read_features`, the concatenated sources), or
+as the vectors a rerun may reuse (`reusable`).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline import PipelineError
+from pipeline.io import read_json, write_json
+
+log = logging.getLogger(__name__)
 
 
 def write_embeddings(folder: str | Path, X: np.ndarray, index: pd.DataFrame, dtype: str = "float32",
-                     chunk_rows: int = 4096) -> None:
+                     chunk_rows: int = 4096, key: dict | None = None) -> None:
+    """X (N, D) -> vectors.zarr (stored as `dtype`); index (N rows with id, input_hash) -> index.parquet with
+    the row number; `key` (cache_key's dict) -> key.json."""
     import zarr  # here: modules that only read or write predictions do not need it (the GPU benchmark image)
 
     folder = Path(folder)
     arr = zarr.create_array(store=str(folder / "vectors.zarr"), shape=X.shape, dtype=dtype,
                             chunks=(min(chunk_rows, max(len(X), 1)), X.shape[1]), zarr_format=3)
     arr[:] = X.astype(dtype, copy=False)
-    index = index[["id", "label", "split"]].reset_index(drop=True).copy()
-    index["row"] = np.arange(len(index), dtype=np.int64)
+    index = pd.DataFrame({"id": index["id"].to_numpy(), "row": np.arange(len(index), dtype=np.int64),
+                          "input_hash": index["input_hash"].to_numpy()})
     index.to_parquet(folder / "index.parquet", index=False)
+    if key is not None:
+        write_json(folder / "key.json", key)
 
 
-def read_embeddings(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """-> (X float32 (N, D), index frame). Raises PipelineError naming the folder if it is not a cache."""
+def read_embeddings(folder: str | Path, dtype=np.float32) -> tuple[np.ndarray, pd.DataFrame]:
+    """-> (X (N, D) as `dtype`, index frame). Raises PipelineError naming the folder if it is not a cache."""
     folder = Path(folder)
     if not (folder / "index.parquet").exists() or not (folder / "vectors.zarr").exists():
         raise PipelineError(f"{folder}: not an embedding cache (run the embed stage first)")
     import zarr
 
-    X = zarr.open_array(str(folder / "vectors.zarr"), mode="r")[:].astype(np.float32)
+    X = zarr.open_array(str(folder / "vectors.zarr"), mode="r")[:]
+    X = X if dtype is None else X.astype(dtype)
     index = pd.read_parquet(folder / "index.parquet")
     if len(index) != len(X):
         raise PipelineError(f"{folder}: index has {len(index)} rows but vectors have {len(X)}")
     return X, index
 
 
-def read_features(folders: list[str | Path]) -> tuple[np.ndarray, pd.DataFrame]:
-    """Concatenate several caches column-wise; their ids must agree row for row."""
+def join_labels(index: pd.DataFrame, labels: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The cache's index (id, row, ...) with label and split from `labels` (artifacts/data's dataset frame),
+    joined by id, in the cache's row order. Both must hold the same ids: a head must not silently lose rows."""
+    lab = labels.drop_duplicates("id").set_index("id")[["label", "split"]]
+    missing = ~index["id"].isin(lab.index)
+    extra = len(lab) - int((~missing).sum())
+    if missing.any() or extra:
+        raise PipelineError(f"{where}: {int(missing.sum())} cached rows have no label in artifacts/data and "
+                            f"{extra} labelled rows are not cached (run `dvc repro`)")
+    out = index.reset_index(drop=True).copy()
+    out["label"] = lab["label"].reindex(index["id"]).to_numpy()
+    out["split"] = lab["split"].reindex(index["id"]).to_numpy()
+    return out
+
+
+def read_features(folders: list[str | Path], labels: pd.DataFrame | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """Concatenate several caches column-wise; their ids must agree row for row. With `labels` (the dataset
+    frame of artifacts/data), the index gets their label and split columns, joined by id."""
     parts = [read_embeddings(f) for f in folders]
     index = parts[0][1]
     for (_, idx), f in zip(parts[1:], folders[1:]):
         if not idx["id"].equals(index["id"]):
             raise PipelineError(f"{f}: rows do not match {folders[0]} (embed both from the same data)")
+    if labels is not None:
+        index = join_labels(index, labels, str(folders[0]))
     return np.hstack([X for X, _ in parts]), index
+
+
+def reusable(folder: str | Path, key: dict) -> tuple[np.ndarray, pd.Series] | None:
+    """The vectors of a previous store in `folder` that a rerun may reuse: -> (X as stored, input_hash -> row),
+    or None (logged) when there is no store, or it was made with another key (a stale or foreign store is
+    never reused: every row is embedded again)."""
+    folder = Path(folder)
+    if not (folder / "key.json").is_file():
+        if folder.exists():
+            log.info("%s: no key.json (no store, or one from before content-addressed caching): embedding every "
+                     "row", folder)
+        return None
+    old = read_json(folder / "key.json")
+    if old.get("key") != key["key"]:
+        differ = sorted(k for k in old.get("parts", {}).keys() | key["parts"].keys()
+                        if old.get("parts", {}).get(k) != key["parts"].get(k))
+        log.info("%s: made with another cache key (%s differ): embedding every row", folder, ", ".join(differ))
+        return None
+    try:
+        X, index = read_embeddings(folder, dtype=None)
+    except PipelineError as e:
+        log.warning("%s: cannot reuse the previous store (%s): embedding every row", folder, e)
+        return None
+    if "input_hash" not in index.columns:
+        return None
+    first = ~index["input_hash"].duplicated()
+    return X, pd.Series(index["row"][first].to_numpy(), index=index["input_hash"][first].to_numpy())

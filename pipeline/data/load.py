@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline import PipelineError
 from pipeline.params import DataParams
+from pipeline.data.inputs import input_column
 from pipeline.data.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 def first_rows(mask, n: int = 5) -> list[int]:
     """The first `n` row numbers where `mask` is true, as plain ints for error messages."""
     return [int(i) for i in np.flatnonzero(np.asarray(mask))[:n]]
-
-
-def input_column(df: pd.DataFrame) -> str:
-    """The model's input column of a prepared frame: image paths or texts."""
-    return "image" if "image" in df.columns else "text"
 
 
 class DataError(PipelineError):

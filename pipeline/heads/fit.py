@@ -31,8 +31,8 @@ def run_head(params: Params, features: str, head_name: str, out: Path, data_dir:
     pipeline/heads/folds.py; OOF predictions are written for valid rows, and for train rows too when no part of
     the features was fine-tuned (a fine-tuned backbone saw the train labels, so its train OOF would flatter it)."""
     cfg = params.heads[head_name]
-    _, task = read_prepared(data_dir)
-    X, index = read_features(feature_folders(params, features))
+    labels, task = read_prepared(data_dir)
+    X, index = read_features(feature_folders(params, features), labels)  # labels and splits joined by id
     y = task.encode(index["label"])
     sel = {s: (index["split"] == s).to_numpy() for s in ("train", *EVAL_SPLITS)}
     t0 = time.perf_counter()

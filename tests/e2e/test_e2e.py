@@ -1,8 +1,8 @@
 """End to end: real `dvc repro` in a temporary git repo on a 240-row slice with a tiny backbone.
 
 Checks every artifact, that an unchanged rerun does nothing, that changing heads.svm.C reruns only the heads,
-ensemble and evaluate, that a fine-tuning param never reruns prepare, and that a stage killed with SIGKILL
-leaves nothing DVC would take as a valid output.
+ensemble and evaluate, that a fine-tuning param never reruns prepare, that a new split never reruns the pretrained
+embeddings, and that a stage killed with SIGKILL leaves nothing DVC would take as a valid output.
 """
 from __future__ import annotations
 
@@ -48,11 +48,15 @@ def test_full_repro_and_artifacts(repo):
     art = repo / "artifacts"
     data = pd.read_parquet(art / "data" / "dataset.parquet")
     assert list(data.columns) == ["id", "text", "label", "split"] and len(data) == 240
+    inputs = pd.read_parquet(art / "inputs" / "inputs.parquet")  # what embed depends on: no label, no split
+    assert list(inputs.columns) == ["id", "text", "input_hash"] and inputs["id"].tolist() == data["id"].tolist()
     for src in ("minilm_ft", "minilm_pt"):
         arr = zarr.open_array(str(art / "embeddings" / src / "vectors.zarr"), mode="r")
         assert arr.shape == (240, 32) and arr.dtype == "float32"
         idx = pd.read_parquet(art / "embeddings" / src / "index.parquet")
-        assert list(idx.columns) == ["id", "label", "split", "row"] and idx["id"].tolist() == data["id"].tolist()
+        assert list(idx.columns) == ["id", "row", "input_hash"] and idx["id"].tolist() == data["id"].tolist()
+        assert idx["input_hash"].tolist() == inputs["input_hash"].tolist()
+        assert json.loads((art / "embeddings" / src / "summary.json").read_text())["embedded"] == 240
     assert (art / "finetune" / "minilm" / "model" / "model.safetensors").exists()
     assert (art / "finetune" / "minilm" / "head.safetensors").exists()
     for m in ("finetune/minilm", "heads/minilm_ft-svm", "heads/minilm_pt-svm", "heads/both-svm", "ensemble"):
@@ -205,6 +209,26 @@ def test_changing_a_finetune_param_never_reruns_prepare(repo):
     assert not stages & {"prepare", "pretrained@minilm", "embed@minilm_pt", "head@minilm_pt-svm"}
 
 
+def lock_outs(repo: Path, stage: str) -> list:
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]["outs"]
+
+
+def test_a_new_split_reruns_the_label_consumers_but_not_the_pretrained_embeddings(repo):
+    """Embed depends on artifacts/inputs, not on the labels and splits of artifacts/data."""
+    before = lock_outs(repo, "embed@minilm_pt")
+    set_param(repo, "data.valid_frac", 0.2)
+    stages = ran(sh(repo, "dvc", "repro"))
+    assert {"prepare", "finetune@minilm", "embed@minilm_ft", "head@minilm_pt-svm", "head@minilm_ft-svm",
+            "head-concat@both-svm", "ensemble", "evaluate"} <= stages, stages
+    assert not stages & {"embed@minilm_pt", "pretrained@minilm"}, stages
+    assert lock_outs(repo, "embed@minilm_pt") == before
+    data = pd.read_parquet(repo / "artifacts/data/dataset.parquet")
+    pt = pd.read_parquet(repo / "artifacts/heads/minilm_pt-svm/preds.parquet")
+    assert (pt["split"] == "valid").sum() == (data["split"] == "valid").sum()  # the head saw the new split
+    # the fine-tuned source re-embeds, but its new weights share no key with the old store
+    assert json.loads((repo / "artifacts/embeddings/minilm_ft/summary.json").read_text())["reused"] == 0
+
+
 @pytest.mark.parametrize("stage, folder, marker", [
     ("embed@minilm_pt", "artifacts/embeddings/minilm_pt", "embeddings"),
     ("finetune@minilm", "artifacts/finetune/minilm", "finetune"),
@@ -222,12 +246,15 @@ def test_sigkill_leaves_no_valid_output(repo, stage, folder, marker):
     assert list(tmp_root.glob(tmp_glob)), "the stage never started writing"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (repo / folder).exists()  # DVC removed the old output before running; nothing new was renamed in
     status = sh(repo, "dvc", "status", stage)
-    assert "deleted" in status or "changed" in status, status
-    out = sh(repo, "dvc", "repro")
-    # either rerun, or (same params) restored from DVC's run cache: the killed run was never cached
-    assert stage in ran(out) or f"Stage '{stage}' is cached - skipping run, checking out outputs" in out, out
+    if marker == "embeddings":  # persist: true: the previous complete store stays, the one dvc.lock records
+        assert "up to date" in status, status
+    else:
+        assert not (repo / folder).exists()  # DVC removed the old output before running; nothing new was renamed in
+        assert "deleted" in status or "changed" in status, status
+        out = sh(repo, "dvc", "repro")
+        # either rerun, or (same params) restored from DVC's run cache: the killed run was never cached
+        assert stage in ran(out) or f"Stage '{stage}' is cached - skipping run, checking out outputs" in out, out
     assert (repo / folder).exists() and not list((repo / folder).parent.glob("*.tmp*"))
     if marker == "embeddings":
         from pipeline.cache.store import read_embeddings

@@ -10,6 +10,7 @@ import pytest
 import zarr
 from safetensors.numpy import load_file
 
+from pipeline.data.inputs import write_inputs
 from pipeline.data.load import fit_target_scale
 from pipeline.cache.embed import run_embed
 from pipeline.ensemble.evaluate import run_ensemble
@@ -40,6 +41,8 @@ def build(root, params: Params, df: pd.DataFrame, monkeypatch) -> dict:
     data = root / "artifacts/data"
     data.mkdir(parents=True)
     df.to_parquet(data / "dataset.parquet", index=False)
+    (root / "artifacts/inputs").mkdir()
+    write_inputs(root / "artifacts/inputs", df)
     write_json(data / "task.json", fit_target_scale(Task("regression"), df).to_dict())
     outs = {"finetune/minilm": lambda o: run_finetune(params, "minilm", o, checkpoints=root / "ckpt")}
     outs.update({f"embeddings/{s}": (lambda o, s=s: run_embed(params, s, o)) for s in params.sources})

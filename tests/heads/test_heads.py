@@ -161,13 +161,14 @@ def test_simplex_and_weights():
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_zarr_parquet_roundtrip(tmp_path, dtype):
     X = np.random.default_rng(0).normal(size=(1000, 16)).astype(np.float32)
-    index = pd.DataFrame({"id": [f"i{i}" for i in range(1000)], "label": ["a"] * 1000, "split": ["train"] * 1000})
+    index = pd.DataFrame({"id": [f"i{i}" for i in range(1000)], "input_hash": [f"h{i}" for i in range(1000)]})
     write_embeddings(tmp_path / "a", X, index, dtype=dtype, chunk_rows=256)
     arr = zarr.open_array(str(tmp_path / "a" / "vectors.zarr"), mode="r")
     assert arr.dtype == np.dtype(dtype) and arr.chunks == (256, 16)
     assert sum(1 for p in (tmp_path / "a").rglob("*") if p.is_file()) <= 8  # few files per store
     Y, idx = read_embeddings(tmp_path / "a")
     assert np.allclose(X, Y, atol=1e-2 if dtype == "float16" else 0) and idx["row"].tolist() == list(range(1000))
+    assert list(idx.columns) == ["id", "row", "input_hash"]  # no labels: they come from artifacts/data
     write_embeddings(tmp_path / "b", X[:, :4], index)
     F, _ = read_features([tmp_path / "a", tmp_path / "b"])
     assert F.shape == (1000, 20)

@@ -180,6 +180,7 @@ def test_random_init_backbone_is_drawn_once_and_reused(tmp_path, monkeypatch):
     import torch
 
     from pipeline import paths
+    from pipeline.data.inputs import write_inputs
     from pipeline.data.load import prepare_dataset
     from pipeline.cache.embed import embed_frame, run_embed, source_encoder
     from pipeline.io import write_json
@@ -192,6 +193,8 @@ def test_random_init_backbone_is_drawn_once_and_reused(tmp_path, monkeypatch):
     params = Params.model_validate(image_params({"source": "folder", "path": "data/imgs"}))
     df, task, _ = prepare_dataset(params.data, params.seed)
     paths.DATA.mkdir(parents=True)
+    paths.INPUTS.mkdir(parents=True)
+    write_inputs(paths.INPUTS, df)
     df.to_parquet(paths.DATA / "dataset.parquet", index=False)
     write_json(paths.DATA / "task.json", task.to_dict())
     paths.pretrained("vit").mkdir(parents=True)
@@ -203,5 +206,9 @@ def test_random_init_backbone_is_drawn_once_and_reused(tmp_path, monkeypatch):
         run_embed(params, "vit_pt", tmp_path / f"emb{i}")
         runs.append(read_embeddings(tmp_path / f"emb{i}")[0])
     assert np.array_equal(runs[0], runs[1])
+    (tmp_path / "emb2").mkdir()  # a rerun on the same images reuses every vector of the previous store
+    again = run_embed(params, "vit_pt", tmp_path / "emb2", previous=tmp_path / "emb0")
+    assert (again["reused"], again["embedded"]) == (len(df), 0)
+    assert np.array_equal(read_embeddings(tmp_path / "emb2")[0], runs[0])
     X = embed_frame(source_encoder(params, "vit_pt"), df["image"].tolist(), params.embed, torch.device("cpu"))
     assert np.array_equal(X, runs[0])  # what predict computes for the same images

@@ -1,0 +1,45 @@
+"""The cache index holds no labels: heads join them from artifacts/data by id, in the cache's row order.
+A previous store is reused only under the same cache key."""
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import PipelineError
+from pipeline.cache.store import join_labels, read_embeddings, read_features, reusable, write_embeddings
+
+KEY = {"key": "k1", "parts": {"pooling": "mean", "max_length": 32}}
+
+
+def store(folder, n=6, key=KEY):
+    X = np.arange(n * 4, dtype=np.float32).reshape(n, 4)
+    index = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "input_hash": [f"h{i}" for i in range(n)]})
+    write_embeddings(folder, X, index, key=key)
+    return X, index
+
+
+def test_labels_are_joined_by_id_in_the_cache_order(tmp_path):
+    X, _ = store(tmp_path / "a")
+    labels = pd.DataFrame({"id": [f"r{i}" for i in range(6)][::-1], "text": "t",
+                           "label": list("abcdef"), "split": ["train"] * 3 + ["test"] * 3})
+    F, index = read_features([tmp_path / "a"], labels)
+    assert np.array_equal(F, X) and index["id"].tolist() == [f"r{i}" for i in range(6)]
+    assert index["label"].tolist() == list("fedcba") and index["split"].tolist() == ["test"] * 3 + ["train"] * 3
+    with pytest.raises(PipelineError, match="1 cached rows have no label"):
+        join_labels(index, labels.iloc[1:], "x")
+    with pytest.raises(PipelineError, match="1 labelled rows are not cached"):
+        join_labels(index.iloc[1:], labels, "x")
+
+
+def test_only_a_store_with_the_same_key_is_reused(tmp_path, caplog):
+    X, _ = store(tmp_path / "a")
+    got = reusable(tmp_path / "a", KEY)
+    assert got is not None and np.array_equal(got[0], X) and got[1]["h4"] == 4
+    other = {"key": "k2", "parts": {"pooling": "cls", "max_length": 32}}
+    with caplog.at_level(logging.INFO):
+        assert reusable(tmp_path / "a", other) is None
+    assert "another cache key (pooling differ)" in caplog.text
+    (tmp_path / "a/key.json").unlink()  # a store from before keys: never trusted
+    assert reusable(tmp_path / "a", KEY) is None and reusable(tmp_path / "none", KEY) is None
+    assert list(read_embeddings(tmp_path / "a")[1].columns) == ["id", "row", "input_hash"]

@@ -1,0 +1,45 @@
+"""The inputs artifact holds what the encoders read and nothing about labels: a new split or a changed label
+writes the same bytes, so DVC keeps the pretrained embeddings; a new row or text does not."""
+import hashlib
+
+import pandas as pd
+
+from pipeline.data.inputs import inputs_frame, read_inputs, write_inputs
+from pipeline.data.load import prepare_dataset
+from pipeline.params import DataParams
+
+
+def rows(n=60):
+    return pd.DataFrame({"id": [f"r{i}" for i in range(n)], "text": [f"text number {i}" for i in range(n)],
+                         "label": ["pos" if i % 2 else "neg" for i in range(n)]})
+
+
+def inputs_bytes(tmp_path, df, name, seed=0, **data) -> bytes:
+    df.to_csv(tmp_path / "d.csv", index=False)
+    prepared, _, _ = prepare_dataset(DataParams(source="file", path=str(tmp_path / "d.csv"), **data), seed=seed)
+    (tmp_path / name).mkdir()
+    write_inputs(tmp_path / name, prepared)
+    return (tmp_path / name / "inputs.parquet").read_bytes()
+
+
+def test_splits_and_labels_leave_the_inputs_bytes_unchanged(tmp_path):
+    base = inputs_bytes(tmp_path, rows(), "a")
+    assert inputs_bytes(tmp_path, rows(), "b", valid_frac=0.3) == base
+    assert inputs_bytes(tmp_path, rows(), "c", seed=7) == base  # another split
+    flipped = rows()
+    flipped.loc[3, "label"] = "pos" if flipped.loc[3, "label"] == "neg" else "neg"
+    assert inputs_bytes(tmp_path, flipped, "d") == base
+    assert inputs_bytes(tmp_path, pd.concat([rows(), rows(61).tail(1)]), "e") != base
+
+
+def test_inputs_frame_hashes_the_text(tmp_path):
+    df = rows(3).assign(split="train")
+    got = inputs_frame(df)
+    assert list(got.columns) == ["id", "text", "input_hash"]
+    assert got["input_hash"][0] == hashlib.sha256(b"text number 0").hexdigest()[:32]
+    images = pd.DataFrame({"id": ["a"], "image": ["x.png"], "image_sha": ["ab12"], "label": ["1"], "split": ["test"]})
+    assert inputs_frame(images).to_dict("records") == [{"id": "a", "image": "x.png", "image_sha": "ab12",
+                                                        "input_hash": "ab12"}]
+    (tmp_path / "i").mkdir()
+    write_inputs(tmp_path / "i", df)
+    assert read_inputs(tmp_path / "i").equals(got)
