@@ -6,6 +6,8 @@ log loss / RMSE, or the task's primary metric). `combine` applies weights to mea
 per-column ranks scaled to [0, 1] (rank averaging, for members whose scores are not on one scale).
 `crossfit_check` tells whether blending helps at all: weights fit on k-1 folds of the fit rows score the
 held-out fold, and the blend's primary metric over all folds is compared with the best single member's.
+`versus_best` puts an interval on the blend's difference from its best member on test (paired bootstrap, and
+an exact McNemar test for accuracy).
 """
 from __future__ import annotations
 
@@ -142,3 +144,86 @@ def crossfit_check(task: Task, y: np.ndarray, members: list[np.ndarray], names: 
     blend = task.metric(primary, y, blended)
     return {"metric": primary, "rows": int(len(y)), "folds": k, "blend": blend, "members": values,
             "best_member": best, "best_member_value": values[best], "gain": sign * (blend - values[best])}
+
+
+def row_counts(task: Task, name: str, y: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+    """Per-row statistics (N, m) whose sums over any set of rows give `name` on those rows (counts_metric),
+    for accuracy, F1 and the regression errors; None for metrics that do not decompose (ROC-AUC, log loss, R2)."""
+    if task.kind == "regression":
+        err = scores[:, 0] - y
+        return {"rmse": err ** 2, "mae": np.abs(err)}[name][:, None] if name in ("rmse", "mae") else None
+    hard = task.hard(scores)
+    if name in ("accuracy", "subset_accuracy"):
+        return np.reshape(hard == y, (len(y), -1)).all(1)[:, None].astype(np.float64)
+    if name not in ("f1", "f1_macro"):
+        return None
+    if task.kind == "multilabel":  # one column per label
+        pred, true = hard.astype(bool), np.asarray(y).astype(bool)
+    else:
+        classes = [1] if name == "f1" else range(len(task.classes))
+        pred, true = np.stack([hard == c for c in classes], 1), np.stack([y == c for c in classes], 1)
+    return np.hstack([pred & true, pred, true]).astype(np.float64)
+
+
+def counts_metric(name: str, sums: np.ndarray, n: int) -> np.ndarray:
+    """Sums of row_counts over sets of n rows (B, m) -> `name` on each set (B,)."""
+    if name in ("accuracy", "subset_accuracy", "mae"):
+        return sums[:, 0] / n
+    if name == "rmse":
+        return np.sqrt(sums[:, 0] / n)
+    tp, pred, true = np.split(sums, 3, axis=1)
+    denom = pred + true
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean(1)  # sklearn's zero_division=0
+
+
+def versus_best(task: Task, primary: str, y: np.ndarray, blend: np.ndarray, members: dict[str, np.ndarray],
+                n_boot: int = 2000, seed: int = 0) -> dict:
+    """Is the blend better than its best member on these rows? `blend`, `members[name]`: scores (N, K) of the
+    same N rows with labels y. The best member is the one with the best `primary` on these rows (picked on the
+    rows themselves, which favours the member: a conservative comparison for the blend).
+    -> {metric, member, member_value, blend_value, delta (blend - member, the metric's own sign), ci95_low,
+    ci95_high (2.5/97.5 percentiles of delta over `n_boot` paired bootstrap resamples of the rows: both scored
+    on the same resampled rows), n_boot, p_mcnemar}. For accuracy / subset_accuracy also only_blend_right,
+    only_member_right (the rows one gets right and the other wrong) and p_mcnemar, the exact two-sided McNemar
+    test on them; p_mcnemar is None for other metrics. Counting metrics (accuracy, F1, RMSE, MAE: every task's
+    default primary) are resampled through row_counts: 2,000 resamples of 2,000 rows take 0.05 s (accuracy) to
+    0.3 s (5-class macro-F1); the others call Task.metric per resample (ROC-AUC: about 10 s)."""
+    sign = 1.0 if task.higher_is_better(primary) else -1.0
+    values = {n: task.metric(primary, y, s) for n, s in members.items()}
+    best = max(values, key=lambda n: sign * values[n])
+    a, b = blend, members[best]
+    n, rng = len(y), np.random.default_rng(seed)
+    ca, cb = row_counts(task, primary, y, a), row_counts(task, primary, y, b)
+    chunk = max(1, min(100, int(2e6 // n)))  # resamples at a time: bounds the memory of the index
+    deltas = []
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, (min(chunk, n_boot - start), n))
+        if ca is None:
+            deltas += [task.metric(primary, y[i], a[i]) - task.metric(primary, y[i], b[i]) for i in idx]
+            continue
+        # W[r, j]: how often resample r drew row j; W @ counts sums each resample's rows
+        W = np.bincount((idx + n * np.arange(len(idx))[:, None]).ravel(), minlength=idx.size).reshape(idx.shape)
+        deltas += list(counts_metric(primary, W @ ca, n) - counts_metric(primary, W @ cb, n))
+    lo, hi = np.nanpercentile(deltas, [2.5, 97.5])  # nan: a resample with one class has no ROC-AUC
+    blend_value = task.metric(primary, y, a)
+    out = {"metric": primary, "member": best, "member_value": values[best], "blend_value": blend_value,
+           "delta": blend_value - values[best], "ci95_low": float(lo), "ci95_high": float(hi), "n_boot": n_boot,
+           "p_mcnemar": None}
+    if primary in ("accuracy", "subset_accuracy"):
+        right_a, right_b = ca[:, 0] > 0, cb[:, 0] > 0
+        only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+        out |= {"only_blend_right": only_a, "only_member_right": only_b,
+                "p_mcnemar": mcnemar_exact(only_a, only_b)}
+    return out
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value: of the b + c rows on which two classifiers disagree about being right,
+    how unlikely a split at least as uneven as b : c is when each is equally likely to be the right one
+    (binomial, p = 1/2; scipy.stats.binomtest's value, without importing SciPy)."""
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    i = np.arange(1, k + 1)
+    log_comb = np.concatenate([[0.0], np.cumsum(np.log((n - i + 1) / i))])  # log C(n, 0..k)
+    return float(min(1.0, 2 * np.exp(log_comb - n * np.log(2)).sum()))

@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipeline import PipelineError, paths
 from pipeline.data.load import read_prepared
-from pipeline.ensemble.blend import combine, crossfit_check, fit_weights, objective_loss
+from pipeline.ensemble.blend import combine, crossfit_check, fit_weights, objective_loss, versus_best
 from pipeline.io import read_json, write_json, write_params
 from pipeline.ensemble.plots import write_plots
 from pipeline.params import Params
@@ -79,19 +79,29 @@ def run_ensemble(params: Params, out: Path, data_dir: Path = paths.DATA) -> dict
 
 
 def run_evaluate(params: Params, out: Path, data_dir: Path = paths.DATA) -> dict:
-    """Test metrics of every model and the ensemble -> metrics.json (plus `ensemble_valid`: the ensemble
-    stage's cross-fitted check against the best member on the fit rows); plot data -> plots/ (plots.py)."""
+    """Test metrics of every model and the ensemble -> metrics.json, plus `ensemble_valid` (the ensemble
+    stage's cross-fitted check against the best member on the fit rows) and `ensemble_vs_best` (the ensemble
+    against its best member on test, with a paired bootstrap 95% interval and a McNemar p-value:
+    blend.versus_best); plot data -> plots/ (plots.py)."""
     df, task = read_prepared(data_dir)
     models = [m for m in params.model_names() if paths.preds(m).exists()] + ["ensemble"]
     y, scores, _ = aligned(models, df, task, "test")
     metrics = {m: task.metrics(y, s) for m, s in zip(models, scores)}
+    primary = params.primary_metric
     weights = paths.ENSEMBLE / "weights.json"
-    check = read_json(weights).get("check") if weights.exists() else None
+    report = read_json(weights) if weights.exists() else {}
+    members = {m: s for m, s in zip(models, scores) if m in report.get("weights", {})}
+    if members:
+        vs = metrics["ensemble_vs_best"] = versus_best(task, primary, y, scores[-1], members)
+        log.info("ensemble vs its best member on test (%s): %s %.4f vs %.4f, difference %+.4f, 95%% interval "
+                 "%+.4f..%+.4f (paired bootstrap, %d resamples), McNemar p %s", vs["member"], primary,
+                 vs["blend_value"], vs["member_value"], vs["delta"], vs["ci95_low"], vs["ci95_high"], vs["n_boot"],
+                 "n/a" if vs["p_mcnemar"] is None else f"{vs['p_mcnemar']:.3f}")
+    check = report.get("check")
     if check:
         metrics["ensemble_valid"] = {k: check[k] for k in ("metric", "blend", "best_member", "best_member_value",
                                                            "gain", "fallback")}
     write_json(out / "metrics.json", metrics)
-    primary = params.primary_metric
     write_plots(out / "plots", task, models, metrics, primary, y, scores[-1])
     write_params(out, evaluate=params.evaluate, primary=primary)
     return {m: round(metrics[m][primary], 4) for m in models}

@@ -64,7 +64,8 @@ def test_full_repro_and_artifacts(repo):
         assert set(preds["split"]) == {"valid", "test"} and "score_fresh" in preds
         assert (art / m / "params.yaml").exists()  # resolved params recorded beside every artifact
     metrics = json.loads((art / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"mlp-minilm", "minilm_ft-svm", "minilm_pt-svm", "both-svm", "ensemble", "ensemble_valid"}
+    assert set(metrics) == {"mlp-minilm", "minilm_ft-svm", "minilm_pt-svm", "both-svm", "ensemble", "ensemble_valid",
+                            "ensemble_vs_best"}
     assert set(metrics["ensemble"]) == {"accuracy", "f1", "roc_auc", "log_loss"}
     weights = json.loads((art / "ensemble" / "weights.json").read_text())["weights"]
     assert sum(weights.values()) == pytest.approx(1)

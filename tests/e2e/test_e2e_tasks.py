@@ -40,7 +40,7 @@ def test_other_tasks_end_to_end(tmp_path, tiny_model_dir, task):
     metrics = json.loads((art / "evaluate/metrics.json").read_text())
     assert set(metrics["ensemble"]) == set(TASK_METRICS[task])
     primary = next(iter(TASK_METRICS[task]))
-    assert metrics["ensemble_valid"]["metric"] == primary
+    assert metrics["ensemble_valid"]["metric"] == metrics["ensemble_vs_best"]["metric"] == primary
     for plot in ("models", "ensemble", "detail"):
         assert (art / f"evaluate/plots/{plot}.csv").exists()
     models = pd.read_csv(art / "evaluate/plots/models.csv")

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.ensemble.blend import crossfit_check, fit_weights, objective_loss
+from pipeline.ensemble.blend import (counts_metric, crossfit_check, fit_weights, mcnemar_exact, objective_loss,
+                                     row_counts, versus_best)
 from pipeline.ensemble.evaluate import run_ensemble, run_evaluate
 from pipeline.io import write_json
 from pipeline.params import Params
@@ -71,6 +72,10 @@ def test_log_loss_blend_that_loses_accuracy_falls_back_to_the_best_member(tmp_pa
     metrics = json.loads((ev / "metrics.json").read_text())
     assert set(metrics["ensemble"]) == {"f1_macro", "accuracy", "roc_auc_ovr", "log_loss"}
     assert metrics["ensemble_valid"]["fallback"] is True and metrics["ensemble_valid"]["best_member"] == "src-a"
+    # the fallback ensemble is src-a, also the better member on test: no difference, no interval around it
+    vs = metrics["ensemble_vs_best"]
+    assert (vs["metric"], vs["member"], vs["delta"], vs["ci95_low"], vs["ci95_high"]) == ("f1_macro", "src-a", 0, 0, 0)
+    assert vs["p_mcnemar"] is None  # f1_macro is not a per-row count
     assert (ev / "plots/detail.csv").read_text().startswith("class,precision,recall,f1,support")
 
     # without the fallback, the log-loss blend is kept (and is worse on valid, as the check said)
@@ -143,3 +148,83 @@ def test_kfold_equals_scikit_learns(n, k, seed):
     assert len(ours) == len(theirs)
     for (a, b), (c, d) in zip(ours, theirs):
         assert np.array_equal(a, c) and np.array_equal(b, d)
+
+
+BIN = Task("binary", classes=["rotten", "fresh"])
+
+
+def right_on(y, rows):
+    """Binary scores that are right (0.8 / 0.2) on `rows`, wrong elsewhere."""
+    return np.where(rows == (y == 1), 0.8, 0.2)[:, None]
+
+
+def test_versus_best_gives_no_difference_for_identical_predictions():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    member = right_on(y, rng.random(300) < 0.8)
+    vs = versus_best(BIN, "accuracy", y, member.copy(), {"worse": 1 - member, "same": member})
+    assert vs["member"] == "same" and vs["delta"] == 0 and vs["ci95_low"] == vs["ci95_high"] == 0
+    assert vs["p_mcnemar"] == 1.0 and vs["only_blend_right"] == vs["only_member_right"] == 0
+
+
+def test_versus_best_interval_is_paired_and_excludes_zero_for_a_clearly_better_blend():
+    """The blend is right wherever the best member is, and on 5% more of the 400 rows. Paired, the difference
+    has a standard error of sqrt(0.05 * 0.95 / 400) = 1.1 points, so its interval (about 5 +- 2.1 points) excludes
+    0; resampling the two independently would give sqrt((0.85*0.15 + 0.8*0.2) / 400) = 2.7 points and include 0."""
+    n, rng = 400, np.random.default_rng(1)
+    y = rng.integers(0, 2, n)
+    member_right = np.arange(n) < 320                    # 80%
+    blend_right = member_right | (np.arange(n) >= 380)   # + 20 rows = 85%
+    vs = versus_best(BIN, "accuracy", y, right_on(y, blend_right),
+                     {"best": right_on(y, member_right), "weak": right_on(y, np.arange(n) < 200)})
+    assert vs["member"] == "best" and vs["delta"] == pytest.approx(0.05)
+    assert 0 < vs["ci95_low"] < 0.05 < vs["ci95_high"]
+    se = np.sqrt(0.05 * 0.95 / n)
+    assert vs["ci95_high"] - vs["ci95_low"] == pytest.approx(2 * 1.96 * se, rel=0.2)
+    assert (vs["only_blend_right"], vs["only_member_right"]) == (20, 0)
+    assert vs["p_mcnemar"] == pytest.approx(2 * 0.5 ** 20)  # exact two-sided binomial: 20 of 20 discordant rows
+    # the same rows, the blend now the worse one: the interval flips sign
+    worse = versus_best(BIN, "accuracy", y, right_on(y, member_right), {"best": right_on(y, blend_right)})
+    assert worse["delta"] == pytest.approx(-0.05) and worse["ci95_high"] < 0
+
+
+def test_versus_best_follows_the_sign_of_a_lower_is_better_metric():
+    rng = np.random.default_rng(2)
+    task = Task("regression", y_min=0, y_max=10)
+    y = rng.uniform(0, 10, 300)
+    good, noisy = (y + rng.normal(0, 1.0, 300))[:, None], (y + rng.normal(0, 3, 300))[:, None]
+    blend = (y + rng.normal(0, 0.5, 300))[:, None]
+    vs = versus_best(task, "rmse", y, blend, {"good": good, "noisy": noisy}, n_boot=500)
+    assert vs["member"] == "good" and vs["delta"] < 0 and vs["ci95_high"] < 0 and vs["p_mcnemar"] is None
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel", "regression"])
+def test_bootstrap_row_counts_give_the_task_metric_on_a_resample(kind):
+    """versus_best resamples counting metrics through per-row sums: on any resample (rows repeated), each
+    number must be Task.metric's on those rows."""
+    rng = np.random.default_rng(4)
+    n = 300
+    task = {"binary": BIN, "multiclass": TASK, "multilabel": Task("multilabel", classes=["x", "y", "z"]),
+            "regression": Task("regression", y_min=0, y_max=1)}[kind]
+    y = {"binary": rng.integers(0, 2, n), "multiclass": rng.integers(0, 3, n),
+         "multilabel": rng.integers(0, 2, (n, 3)).astype(np.float32), "regression": rng.random(n)}[kind]
+    s = rng.dirichlet(np.ones(3), n) if kind == "multiclass" else rng.random((n, task.n_outputs))
+    idx = rng.integers(0, n, (3, n))
+    counted = 0
+    for name in task.metric_names:
+        rows = row_counts(task, name, y, s)
+        if rows is None:
+            assert "roc_auc" in name or "log_loss" in name or name == "r2"
+            continue
+        counted += 1
+        assert counts_metric(name, rows[idx].sum(1), n) == pytest.approx(
+            [task.metric(name, y[i], s[i]) for i in idx], abs=1e-12), name
+    assert counted == 2
+
+
+@pytest.mark.parametrize("b, c", [(0, 0), (1, 0), (10, 10), (7, 19), (60, 41), (0, 400)])
+def test_exact_mcnemar_is_scipys_two_sided_binomial_test(b, c):
+    from scipy.stats import binomtest
+
+    want = 1.0 if b + c == 0 else binomtest(b, b + c).pvalue
+    assert mcnemar_exact(b, c) == pytest.approx(want, rel=1e-9)

@@ -71,7 +71,7 @@ def test_images_through_dvc_repro(tmp_path, task):
     assert zarr.open_array(str(art / "embeddings/vit_pt/vectors.zarr"), mode="r").shape == (48, 32)
     assert (art / "finetune/vit/model/model.safetensors").exists()
     metrics = json.loads((art / "evaluate/metrics.json").read_text())
-    assert set(metrics) == {"mlp-vit", "vit_ft-svm", "vit_pt-svm", "ensemble", "ensemble_valid"}
+    assert set(metrics) == {"mlp-vit", "vit_ft-svm", "vit_pt-svm", "ensemble", "ensemble_valid", "ensemble_vs_best"}
     if task == "regression":
         # scores come back on the original scale (0..100), RMSE reported on it
         test = pd.read_parquet(art / "heads/vit_pt-svm/preds.parquet")
