@@ -38,7 +38,7 @@ def sklearnex_available() -> bool:
 
 
 def resolve_backend(requested: str) -> str:
-    """auto: cuML on a GPU, else scikit-learn-intelex when installed (same results, 7-13x faster SVC fits
+    """auto: cuML on a GPU, else scikit-learn-intelex when installed (same results, 14-19x faster SVC fits
     here: benchmarks/RESULTS.md), else scikit-learn."""
     if requested == "auto":
         return "cuml" if cuml_available() else "sklearnex" if sklearnex_available() else "sklearn"
