@@ -3,12 +3,19 @@
 Rows, each timed over the same texts after a warm-up of its own:
 - naive:        fixed padding to max_length, fp32, torch.no_grad, input order (the tutorial loop);
 - hf padding:   the usual HF loop: `padding=True` per batch (pads to the batch's longest), fp32, input order;
+- st:           sentence-transformers' `SentenceTransformer(path).encode(texts, batch_size=...)`, fp32: it sorts
+                the texts by length itself, pads per batch, mean-pools and (this model's pipeline has a Normalize
+                module) L2-normalizes; `max_seq_length` set to ours (64) so it truncates where we do;
+- st_bf16:      the same with `model_kwargs={"torch_dtype": "bfloat16"}` (weights in bf16; its docs list this
+                under GPU options, the CPU fast paths there being the ONNX/OpenVINO backends, which need
+                optimum, not installed here);
 - ours fp32 / ours bf16: the embed stage's torch path (length-sorted batches, dynamic padding, inference_mode,
                 autocast at that precision);
 - onnx / onnx int8 / openvino / openvino int8: `embed.backend` (pipeline/cache/runtimes.py) on the same bucketed
                 batches, the encoder exported once (the export time is printed, not counted).
-For each: samples/s, the ratio to naive, to hf padding and to the current best torch path (bf16), the mean
-cosine to our fp32 embeddings, and the test accuracy of the default SVM head (`heads.svm`, fit on train,
+For each: samples/s, the ratio to naive, to hf padding, to st and to the current best torch path (bf16), the
+mean cosine to our fp32 embeddings (cosine ignores the norm, so st's normalized vectors compare directly with our
+unnormalized mean pooling), and the test accuracy of the default SVM head (`heads.svm`, fit on train,
 calibrated on valid) on that cache, so speed is not bought with accuracy.
 
     python benchmarks/embed_speed.py [--rows 4000] [--batch-size 128] [--runs naive hf ours_fp32 ...]
@@ -23,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.models.backbones import make_backbone
+from pipeline.cache.embed import embed_frame
 from pipeline.data.batching import tokenize
 from pipeline.data.load import prepare_dataset
-from pipeline.cache.embed import embed_frame
 from pipeline.heads.estimators import fit_head
+from pipeline.models.backbones import make_backbone, resolve_model_path
 from pipeline.params import load_params
 
-RUNS = ["naive", "hf", "ours_fp32", "ours_bf16", "onnx", "onnx_int8", "openvino", "openvino_int8"]
+RUNS = ["naive", "hf", "st", "st_bf16", "ours_fp32", "ours_bf16", "onnx", "onnx_int8", "openvino", "openvino_int8"]
 
 
 def loop(encoder, texts, batch_size, max_length, padding) -> np.ndarray:
@@ -44,12 +51,19 @@ def loop(encoder, texts, batch_size, max_length, padding) -> np.ndarray:
     return np.vstack(out)
 
 
-def runner(name: str, enc, cfg, max_length: int, tmp: Path):
+def runner(name: str, enc, cfg, max_length: int, tmp: Path, model_path: str):
     """-> (texts -> (N, D) embeddings, export seconds)."""
     cpu = torch.device("cpu")
     if name in ("naive", "hf"):
         pad = "max_length" if name == "naive" else True
         return (lambda t: loop(enc, t, cfg.batch_size, max_length, pad)), 0.0
+    if name.startswith("st"):
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(model_path, device="cpu",
+                                 model_kwargs={"torch_dtype": "bfloat16"} if name == "st_bf16" else None)
+        st.max_seq_length = max_length
+        return (lambda t: st.encode(t, batch_size=cfg.batch_size, show_progress_bar=False).astype(np.float32)), 0.0
     if name.startswith("ours"):
         c = cfg.model_copy(update={"precision": name.split("_")[1]})
         return (lambda t: embed_frame(enc, t, c, cpu)), 0.0
@@ -82,7 +96,7 @@ def main() -> None:
     results, ref = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         for name in ["ours_fp32"] + [r for r in args.runs if r != "ours_fp32"]:  # fp32 first: the cosine reference
-            fn, export_s = runner(name, enc, cfg, bb.max_length, Path(tmp))
+            fn, export_s = runner(name, enc, cfg, bb.max_length, Path(tmp), resolve_model_path(bb.name))
             fn(texts[:256])  # warm-up: allocator, kernels, the runtime's first inference
             t0 = time.perf_counter()
             X = fn(texts)
@@ -93,7 +107,7 @@ def main() -> None:
                                X[split == "valid"], y[split == "valid"])
             acc = task.metric("accuracy", y[split == "test"], head.scores(X[split == "test"]))
             results[name] = dict(sps=len(texts) / secs, cos=cos, acc=acc, export=export_s)
-    base = {k: results[k]["sps"] for k in ("naive", "hf", "ours_bf16") if k in results}
+    base = {k: results[k]["sps"] for k in ("naive", "hf", "st", "ours_bf16") if k in results}
     head = "| run | samples/s | " + " | ".join(f"vs {k}" for k in base) + " | cosine to ours fp32 | SVM test acc | export s |"
     print("\n" + head + "\n" + "|---" * (head.count("|") - 1) + "|")
     for name in args.runs:

@@ -30,3 +30,23 @@ def test_gpu_suite_dry_run_on_cpu(tmp_path):
                        capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     if not torch.cuda.is_available():
         assert r.returncode != 0 and "torch sees no GPU" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, rows", [
+    ("finetune_speed.py", ["--rows", "300", "--steps", "3", "--warmup-steps", "1"],
+     ["trainer_defaults", "trainer_tuned", "ours", "ours_fused", "ours_fast"]),
+    ("embed_speed.py", ["--rows", "300", "--runs", "naive", "hf", "st", "st_bf16", "ours_fp32", "ours_bf16"],
+     ["naive", "hf", "st", "st_bf16", "ours_fp32", "ours_bf16"]),
+])
+def test_speed_scripts_print_every_baseline_and_ours_on_a_few_rows(tmp_path, script, args, rows):
+    """The RESULTS.md tables come from these scripts: each row, with its ratio to every baseline, still runs."""
+    r = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+                            "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| ")}
+    assert set(rows) <= set(table), r.stdout[-2000:]
+    baselines = ("vs trainer_defaults", "vs trainer_tuned") if script == "finetune_speed.py" else \
+        ("vs naive", "vs hf", "vs st")
+    assert all(b in table["run"] for b in baselines), table["run"]
