@@ -6,9 +6,10 @@ Rows (`--runs`), each from the pretrained weights, `--steps` optimizer steps of 
 - trainer_tuned:    the same plus what a practitioner sets: `DataCollatorWithPadding` (pads each batch to its
                     longest), `train_sampling_strategy="group_by_length"` (transformers 5's name for the
                     `group_by_length=True` of 4.x) and `bf16=True`;
-- ours:             `pipeline.train.loop.finetune` as the fine-tune stage runs it (mean pooling + MLP head, BCE,
-                    length-bucketed dynamic padding, foreach AdamW, `--precision` autocast);
-- ours_fused:       the same loop with fused AdamW (`fused_adamw` below), which the Trainer already uses;
+- ours:             `pipeline.train.loop.finetune` (mean pooling + MLP head, BCE, length-bucketed dynamic
+                    padding, `--precision` autocast) with foreach AdamW (`foreach_adamw` below), what the stage
+                    ran on CPU before fused AdamW became its CPU default;
+- ours_fused:       the loop as the fine-tune stage runs it now, fused AdamW (the Trainer's default too);
 - ours_fast:        ours_fused with the embeddings and the lowest `--freeze-blocks` transformer blocks frozen
                     from the start (`speed_up` below), what the profile pointed at;
 - ours_fast_compiled (only when named): ours_fast with `finetune.compile` (torch.compile, dynamic shapes).
@@ -61,11 +62,11 @@ def speed(ticks: list[tuple[float, float]], batch: int, warmup: int) -> tuple[fl
     return (len(ticks) - 1 - warmup) * batch / (w1 - w0), (c1 - c0) / (w1 - w0), w0 - ticks[0][0]
 
 
-def fused_adamw(groups, cfg, device) -> torch.optim.Optimizer:
-    """pipeline.optim.make_optimizer's AdamW, fused on CPU too (it takes foreach there): one kernel per
-    parameter group instead of a dozen passes over every tensor. The Trainer's default optimizer since
-    transformers 4.x with torch >= 2.8 is the same `adamw_torch_fused`."""
-    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
+def foreach_adamw(groups, cfg, device) -> torch.optim.Optimizer:
+    """The multi-tensor AdamW that pipeline.train.optim.make_optimizer took on CPU until 2026-11-23; it now
+    takes the fused kernel there (one kernel per parameter group instead of a dozen passes over every tensor),
+    as the Trainer's default `adamw_torch_fused` does."""
+    return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
 
 
 def speed_up(model: Classifier, freeze_blocks: int) -> None:
@@ -150,7 +151,7 @@ def run_ours(name: str, bb, ft, task, tr, y_tr, va, y_va, steps, precision, seed
                                 "warmup_frac": 0.0, "schedule": "linear", "compile": name.endswith("compiled")})
     ends = [tick()]
     with (profiled(warmup) if profile else contextlib.nullcontext()) as prof, \
-            mock.patch.object(train_mod, "make_optimizer", fused_adamw) if name != "ours" else contextlib.nullcontext():
+            mock.patch.object(train_mod, "make_optimizer", foreach_adamw) if name == "ours" else contextlib.nullcontext():
         def on_step(*_):
             ends.append(tick())
             if prof:

@@ -8,7 +8,7 @@ import torch
 from pipeline.models.backbones import make_backbone
 from pipeline.data.batching import collate, tokenize
 from pipeline.models.classifier import Classifier, MLPHead
-from pipeline.train.optim import param_groups, schedule_fn
+from pipeline.train.optim import make_optimizer, param_groups, schedule_fn
 from pipeline.params import BackboneParams, FinetuneParams
 from pipeline.data.tasks import Task
 from pipeline.train.loop import finetune, predict_scores
@@ -118,6 +118,13 @@ def test_discriminative_learning_rates(tiny_model_dir):
     assert by_layer[2] == pytest.approx(2.5e-4)  # embeddings
     n = sum(len(g["params"]) for g in groups)
     assert n == len(list(model.parameters()))
+
+
+def test_adamw_is_fused_on_cpu(tiny_model_dir):
+    """The CPU fine-tune takes the fused AdamW kernel (11% faster than foreach, benchmarks/RESULTS.md)."""
+    model = build(tiny_model_dir)
+    opt = make_optimizer(param_groups(model, cfg()), cfg(), torch.device("cpu"))
+    assert opt.defaults["fused"] is True and not opt.defaults["foreach"]
 
 
 @pytest.mark.parametrize("name, step, expected", [
