@@ -11,7 +11,7 @@ Rows (`--runs`), each from the pretrained weights, `--steps` optimizer steps of 
                     ran on CPU before fused AdamW became its CPU default;
 - ours_fused:       the loop as the fine-tune stage runs it now, fused AdamW (the Trainer's default too);
 - ours_fast:        ours_fused with the embeddings and the lowest `--freeze-blocks` transformer blocks frozen
-                    from the start (`speed_up` below), what the profile pointed at;
+                    from the start (`finetune.freeze_bottom`), what the profile pointed at;
 - ours_fast_compiled (only when named): ours_fast with `finetune.compile` (torch.compile, dynamic shapes).
 Every row is timed the same way: the clock reads at the start of the training loop and at the end of each
 optimizer step, and samples/s counts the steps after the first `--warmup-steps` (allocator, oneDNN primitives,
@@ -29,12 +29,10 @@ import argparse
 import contextlib
 import tempfile
 import time
-import types
 from unittest import mock
 
 import numpy as np
 import torch
-from torch import nn
 
 from pipeline.data.batching import tokenize
 from pipeline.data.load import prepare_dataset
@@ -67,18 +65,6 @@ def foreach_adamw(groups, cfg, device) -> torch.optim.Optimizer:
     takes the fused kernel there (one kernel per parameter group instead of a dozen passes over every tensor),
     as the Trainer's default `adamw_torch_fused` does."""
     return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
-
-
-def speed_up(model: Classifier, freeze_blocks: int) -> None:
-    """Freeze the embeddings and the lowest `freeze_blocks` transformer blocks for the whole run: no gradient
-    flows below the first trainable block, so their backward pass, their dense (vocab x hidden) embedding
-    gradient and their optimizer work all vanish (AutoFreeze's idea, decided up front instead of from
-    gradient norms). As in pipeline/autofreeze.py, frozen units stay in eval mode (no dropout), whatever
-    `model.train()` says."""
-    enc = model.encoder
-    for unit in [enc.model.embeddings, *enc.blocks()[:freeze_blocks]]:
-        unit.requires_grad_(False)
-        unit.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), unit)
 
 
 def run_trainer(tuned: bool, path, texts, y, vtexts, vy, steps, batch, lr, max_length, seed, warmup):
@@ -144,11 +130,10 @@ def run_ours(name: str, bb, ft, task, tr, y_tr, va, y_va, steps, precision, seed
     torch.manual_seed(seed)
     enc = make_backbone(bb)
     model = Classifier(enc, MLPHead(enc.hidden_size, 1, ft.hidden, ft.dropout))
-    if name.startswith("ours_fast"):
-        speed_up(model, freeze_blocks)
     tok_tr, tok_va = tokenize(enc.tokenizer, tr, bb.max_length), tokenize(enc.tokenizer, va, bb.max_length)
     cfg = ft.model_copy(update={"precision": precision, "max_steps": steps, "epochs": 100,
-                                "warmup_frac": 0.0, "schedule": "linear", "compile": name.endswith("compiled")})
+                                "warmup_frac": 0.0, "schedule": "linear", "compile": name.endswith("compiled"),
+                                "freeze_bottom": freeze_blocks if name.startswith("ours_fast") else 0})
     ends = [tick()]
     with (profiled(warmup) if profile else contextlib.nullcontext()) as prof, \
             mock.patch.object(train_mod, "make_optimizer", foreach_adamw) if name == "ours" else contextlib.nullcontext():

@@ -127,6 +127,8 @@ class FinetuneParams(_Section):
     layer_decay: float = Field(1.0, gt=0, le=1)  # discriminative lr: lr * decay**depth_from_top
     scheme: Literal[SCHEMES] = "full"
     unfreeze_every: int = Field(50, gt=0)  # gradual: steps between unfreezing one more block
+    # full: the stem (embeddings) and this many lowest blocks stay frozen for the whole run (0 = none)
+    freeze_bottom: int = Field(0, ge=0)
     adapter_size: int = Field(16, gt=0)  # LoRA rank / bottleneck width
     hidden: int = Field(256, ge=0)  # MLP head hidden size; 0 = linear head
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -144,6 +146,12 @@ class FinetuneParams(_Section):
     autofreeze_cache: Literal["auto", "memory", "zarr", "none"] = "auto"
     autofreeze_cache_gb: float = Field(4.0, gt=0)  # auto: in memory up to this size (float32), else Zarr
     autofreeze_cache_dtype: Literal["native", "float16"] = "native"  # native: what the prefix outputs
+
+    @model_validator(mode="after")
+    def _bottom(self):
+        if self.freeze_bottom and self.scheme != "full":
+            raise ValueError(f"freeze_bottom is for scheme: full (scheme {self.scheme!r} decides what trains)")
+        return self
 
 
 class EmbedParams(_Section):

@@ -20,11 +20,10 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 from pipeline import PipelineError
 from pipeline.devices import autocast
-from pipeline.models.schemes import Scheme
+from pipeline.models.schemes import Scheme, Stem
 
 log = logging.getLogger(__name__)
 
@@ -98,34 +97,6 @@ class ActivationCache:
         if self.tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = self.arr = None
-
-
-POST = ("norm", "fc_norm", "head", "head_drop", "pooler", "attn_pool", "global_pool", "fc")
-
-
-class Stem(nn.Module):
-    """Unit 0: every backbone parameter and module below the first block (BERT's whole embeddings module,
-    a ViT's patch embedding with its cls token and position embedding), none of those after the last."""
-
-    def __init__(self, model: nn.Module, blocks: list[nn.Module]):
-        super().__init__()
-        inside = {id(p) for b in blocks for p in b.parameters()}
-        self._params = [p for n, p in model.named_parameters() if id(p) not in inside and n.split(".")[0] not in POST]
-        self._mods = [m for n, m in model.named_children()
-                      if n not in POST and not any(id(p) in inside for p in m.parameters())]
-
-    def parameters(self, recurse: bool = True):
-        return iter(self._params)
-
-    def requires_grad_(self, flag: bool = True):
-        for p in self._params:
-            p.requires_grad_(flag)
-        return self
-
-    def train(self, mode: bool = True):
-        for m in self._mods:
-            m.train(mode)
-        return self
 
 
 class AutoFreeze(Scheme):

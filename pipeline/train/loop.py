@@ -138,8 +138,8 @@ def finetune(model: Classifier, task: Task, train: tuple[Tokenized, np.ndarray],
     bar = tqdm(total=total, initial=step, desc="finetune", disable=None if rank == 0 else True, mininterval=5)
     epoch_batches: dict[int, list] = {}
     while step < total:
-        scheme.on_step(step)
         model.train()
+        scheme.on_step(step)  # after train(): schemes put their frozen units back in eval mode (no dropout)
         t0 = time.perf_counter()
         for k in range(accum):
             epoch, pos = divmod(step * accum + k, n_batches)

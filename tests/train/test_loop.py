@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline import PipelineError
 from pipeline.models.backbones import make_backbone
 from pipeline.data.batching import collate, tokenize
 from pipeline.models.classifier import Classifier, MLPHead
@@ -87,6 +88,47 @@ def test_freeze_trains_only_the_head(tiny_model_dir):
     train, valid = data(model)
     finetune(model, TASK, train, valid, cfg(max_steps=2, scheme="freeze"), 0, CPU)
     assert changed(before, model) == {k for k in before if k.startswith("head.")}
+
+
+def dropout_modes(model):
+    """-> (dict filled during training: dropout module name -> set of `training` flags seen in forward, hooks)."""
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: seen.setdefault(n, set()).add(mod.training))
+             for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout)]
+    return seen, hooks
+
+
+def test_freeze_runs_the_backbone_without_dropout(tiny_model_dir):
+    model = build(tiny_model_dir)
+    train, valid = data(model)
+    seen, hooks = dropout_modes(model)
+    finetune(model, TASK, train, valid, cfg(max_steps=2, scheme="freeze"), 0, CPU)
+    [h.remove() for h in hooks]
+    trained = {n for n, modes in seen.items() if True in modes}
+    assert trained == {n for n in seen if n.startswith("head.")} and trained
+
+
+def test_freeze_bottom_trains_only_the_top_blocks_and_head(tiny_model_dir):
+    """freeze_bottom=1 on the 2-block model: the stem and block 0 get no update and run without dropout."""
+    model = build(tiny_model_dir)
+    before = snapshot(model)
+    train, valid = data(model)
+    seen, hooks = dropout_modes(model)
+    finetune(model, TASK, train, valid, cfg(max_steps=3, freeze_bottom=1), 0, CPU)
+    [h.remove() for h in hooks]
+    moved = changed(before, model)
+    assert {k for k in moved if not k.startswith("head.")} == {k for k in moved if ".layer.1." in k}
+    assert any(".layer.1." in k for k in moved) and any(k.startswith("head.") for k in moved)
+    with_dropout = {n for n, modes in seen.items() if True in modes}
+    assert not any(".layer.0." in n or "embeddings" in n for n in with_dropout)
+    assert any(".layer.1." in n for n in with_dropout)
+
+
+def test_freeze_bottom_is_refused_when_nothing_would_train(tiny_model_dir):
+    with pytest.raises(PipelineError, match="freeze_bottom 2: the backbone has 2 blocks"):
+        run(tiny_model_dir, cfg(max_steps=1, freeze_bottom=2))
+    with pytest.raises(ValueError, match="freeze_bottom is for scheme: full"):
+        cfg(freeze_bottom=1, scheme="gradual")
 
 
 def test_gradual_unfreezing_order(tiny_model_dir):
