@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.data.metrics import binary_auc, f1_per_class, r2
 from pipeline.params import TASK_METRICS
 
 if TYPE_CHECKING:
@@ -128,22 +129,21 @@ class Task:
                 return float(np.sqrt(np.mean((pred - y) ** 2)))
             if name == "mae":
                 return float(np.mean(np.abs(pred - y)))
-            return float(_skm().r2_score(y, pred))
+            return r2(y, pred)
         hard = self.hard(scores)
         if name in ("accuracy", "subset_accuracy"):
             return float(np.mean(np.all(np.reshape(hard == y, (len(y), -1)), axis=1)))
         if name == "f1":
-            return float(_skm().f1_score(y, hard, zero_division=0))
+            return float(f1_per_class(y, hard, 2)[1])
         if name == "f1_macro":
-            labels = None if k == "multilabel" else list(range(len(self.classes)))
-            return float(_skm().f1_score(y, hard, average="macro", labels=labels, zero_division=0))
+            return float(np.mean(f1_per_class(y, hard, len(self.classes))))
         if name == "roc_auc":
-            return _safe(lambda: _skm().roc_auc_score(y, scores[:, 0]))
+            return binary_auc(y, scores[:, 0])
         if name == "roc_auc_ovr":
-            return _safe(lambda: _skm().roc_auc_score(y, _normalized(scores), multi_class="ovr",
-                                                   labels=list(range(len(self.classes)))))
+            p = _normalized(scores)  # one-vs-rest, macro: NaN when a class is absent from y
+            return float(np.mean([binary_auc(y == c, p[:, c]) for c in range(len(self.classes))]))
         if name == "roc_auc_macro":
-            return _safe(lambda: _skm().roc_auc_score(y, scores, average="macro"))
+            return float(np.mean([binary_auc(y[:, c], scores[:, c]) for c in range(y.shape[1])]))
         if name in ("log_loss", "log_loss_mean"):
             return self.selection_loss(y, scores)
         raise KeyError(f"{name!r} is not a {k} metric; allowed: {self.metric_names}")
@@ -170,18 +170,3 @@ class Task:
 def _normalized(scores: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     p = np.clip(scores, eps, 1)
     return p / p.sum(1, keepdims=True)
-
-
-def _safe(fn) -> float:
-    try:
-        return float(fn())
-    except ValueError:  # one class only in y: AUC undefined
-        return float("nan")
-
-
-def _skm():
-    """sklearn.metrics, imported on first use: the ensemble stage's counting metrics (accuracy) are numpy,
-    and importing scikit-learn costs about a second of a stage that runs on every change of a head."""
-    from sklearn import metrics
-
-    return metrics

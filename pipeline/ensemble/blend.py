@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.data.metrics import f1_from_counts, midranks
 from pipeline.data.tasks import Task
 
 
@@ -27,9 +28,7 @@ def simplex_grid(n: int, step: float) -> np.ndarray:
 
 
 def ranks(scores: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata  # here: only `method: rank` needs SciPy
-
-    return np.column_stack([(rankdata(scores[:, j]) - 1) / max(len(scores) - 1, 1)
+    return np.column_stack([(midranks(scores[:, j]) - 1) / max(len(scores) - 1, 1)
                             for j in range(scores.shape[1])])
 
 
@@ -83,9 +82,7 @@ def batch_metric(task: Task, name: str, y: np.ndarray, B: np.ndarray) -> np.ndar
             tp = np.stack([((hard == c) & (y == c)).sum(1) for c in classes], -1)
             pred = np.stack([(hard == c).sum(1) for c in classes], -1)
             true = np.array([(y == c).sum() for c in classes])
-        denom = pred + true
-        f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)  # sklearn's zero_division=0
-        return f1.mean(-1)
+        return f1_from_counts(tp, pred, true).mean(-1)
     return np.array([task.metric(name, y, s) for s in B])
 
 
@@ -172,8 +169,7 @@ def counts_metric(name: str, sums: np.ndarray, n: int) -> np.ndarray:
     if name == "rmse":
         return np.sqrt(sums[:, 0] / n)
     tp, pred, true = np.split(sums, 3, axis=1)
-    denom = pred + true
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean(1)  # sklearn's zero_division=0
+    return f1_from_counts(tp, pred, true).mean(1)
 
 
 def versus_best(task: Task, primary: str, y: np.ndarray, blend: np.ndarray, members: dict[str, np.ndarray],

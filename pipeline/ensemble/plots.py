@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.data.metrics import binary_auc, f1_per_class, precision_recall, roc_curve, support
 from pipeline.data.tasks import Task
 
 _TEMPLATES = {"bar": "bar_horizontal", "confusion": "confusion", "line": "simple", "scatter": "scatter"}
@@ -43,8 +44,6 @@ def write_plots(folder: Path, task: Task, models: list[str], metrics: dict, prim
                 y: np.ndarray, ens: np.ndarray) -> None:
     """models.csv / ensemble.csv / detail.csv (+ their templates) into `folder` (created).
     y: test labels as Task.encode gives them; ens: the ensemble's test scores (N, K)."""
-    from sklearn import metrics as skm
-
     folder.mkdir(parents=True, exist_ok=True)
     _write(folder, "models", pd.DataFrame({"model": models, primary: [metrics[m][primary] for m in models]}),
            template("bar", primary, "model", f"Test {primary} by model"))
@@ -54,7 +53,7 @@ def write_plots(folder: Path, task: Task, models: list[str], metrics: dict, prim
         _write(folder, "ensemble", pd.DataFrame({"actual": names[y], "predicted": names[hard]}),
                template("confusion", "predicted", "actual", "Ensemble confusion matrix (test)"))
     elif task.kind == "multilabel":
-        f1 = skm.f1_score(y, hard, average=None, zero_division=0)
+        f1 = f1_per_class(y, hard)
         _write(folder, "ensemble", pd.DataFrame({"label": task.classes, "f1": f1}),
                template("bar", "f1", "label", "Ensemble F1 per label (test)"))
     else:
@@ -62,16 +61,15 @@ def write_plots(folder: Path, task: Task, models: list[str], metrics: dict, prim
                template("scatter", "target", "prediction", "Ensemble prediction vs target (test)"))
 
     if task.kind == "binary":
-        fpr, tpr, _ = skm.roc_curve(y, ens[:, 0])
+        fpr, tpr = roc_curve(y, ens[:, 0])
         frame, spec = pd.DataFrame({"fpr": fpr, "tpr": tpr}), template("line", "fpr", "tpr", "Ensemble ROC (test)")
     elif task.kind == "multiclass":
-        p, r, f, n = skm.precision_recall_fscore_support(y, hard, labels=list(range(len(task.classes))),
-                                                         zero_division=0)
+        k = len(task.classes)
+        (p, r), f, n = precision_recall(y, hard, k), f1_per_class(y, hard, k), support(y, k)
         frame = pd.DataFrame({"class": task.classes, "precision": p, "recall": r, "f1": f, "support": n})
         spec = template("bar", "f1", "class", "Ensemble F1 per class (test)")
     elif task.kind == "multilabel":
-        auc = [skm.roc_auc_score(y[:, k], ens[:, k]) if 0 < y[:, k].sum() < len(y) else float("nan")
-               for k in range(y.shape[1])]
+        auc = [binary_auc(y[:, k], ens[:, k]) for k in range(y.shape[1])]
         frame, spec = pd.DataFrame({"label": task.classes, "roc_auc": auc}), \
             template("bar", "roc_auc", "label", "Ensemble ROC-AUC per label (test)")
     else:
