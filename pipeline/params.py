@@ -42,9 +42,12 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
-    source: Literal["rotten_tomatoes", "file", "folder"] = "rotten_tomatoes"
+    source: Literal["rotten_tomatoes", "file", "folder", "hf"] = "rotten_tomatoes"
     # file: CSV / Parquet / JSONL. folder: a directory with one subfolder of images per class.
+    # hf: Hugging Face datasets (pipeline/data/hf.py): a save_to_disk folder, or files read by `hf_builder`
     path: Optional[str] = None
+    hf_builder: Optional[Literal["csv", "json", "parquet", "text", "imagefolder"]] = None
+    hf_split: Optional[str] = None  # hf: one split of a DatasetDict; default: all of them
     text_column: str = "text"
     image_column: Optional[str] = None  # file of image paths (then the data are images, not texts)
     image_root: Optional[str] = None  # relative image paths start here; default: the file's folder
@@ -78,10 +81,12 @@ class DataParams(_Section):
     def _check(self):
         if self.valid_frac + self.test_frac >= 1:
             raise ValueError("valid_frac + test_frac must be < 1 (the rest is train)")
-        if self.source in ("file", "folder") and not self.path:
+        if self.source in ("file", "folder", "hf") and not self.path:
             raise ValueError(f"path is required when source is {self.source!r}")
-        if self.image_column and self.source != "file":
-            raise ValueError("image_column is for source: file (a table of image paths)")
+        if self.image_column and self.source not in ("file", "hf"):
+            raise ValueError("image_column is for source: file or hf (a table of image paths, an Image column)")
+        if (self.hf_builder or self.hf_split) and self.source != "hf":
+            raise ValueError("hf_builder and hf_split are for source: hf")
         return self
 
     @property

@@ -110,7 +110,12 @@ def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
     path = Path(cfg.path)
     if cfg.source == "folder":
         return _image_folder(path), str(path)
-    df = read_table(path, cfg.encoding)
+    if cfg.source == "hf":
+        from pipeline.data.hf import read_hf  # here: only this source needs the datasets package
+
+        df, image_root = read_hf(cfg)
+    else:
+        df, image_root = read_table(path, cfg.encoding), path.parent
     inp = cfg.image_column or cfg.text_column
     for col in [inp, cfg.label_column] + ([cfg.id_column] if cfg.id_column else []):
         if col not in df.columns:
@@ -118,7 +123,7 @@ def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
     ids = as_text(df[cfg.id_column]) if cfg.id_column else pd.Series(df.index.astype(str), index=df.index)
     label = df[cfg.label_column] if cfg.task == "regression" else as_text(df[cfg.label_column])
     if cfg.image_column:
-        root = Path(cfg.image_root) if cfg.image_root else path.parent
+        root = Path(cfg.image_root) if cfg.image_root else image_root
         images = df[inp].map(lambda p: p if pd.isna(p) or str(p).strip() == "" else str(root / str(p).strip()))
         from pipeline.data.images import refuse_outside
         refuse_outside([p for p in images if not pd.isna(p) and p != ""], root, str(path))

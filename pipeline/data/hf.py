@@ -1,0 +1,90 @@
+"""`data.source: hf`: rows from Hugging Face `datasets`, offline, into the same columns a table file gives.
+
+In: `data.path` and `data.hf_builder`:
+- `hf_builder: null` (default): `path` is a folder written by `Dataset.save_to_disk` or
+  `DatasetDict.save_to_disk`, read with `datasets.load_from_disk` (memory-mapped Arrow);
+- `hf_builder: csv | json | parquet | text | imagefolder`: `load_dataset(builder, data_files=path)` for a file
+  or a glob, or `data_dir=path` for a folder (imagefolder: `<path>/<class>/<image>`, or a metadata file).
+`data.hf_split` picks one split of a DatasetDict (e.g. `train`); by default every split is read, one after the
+other, because the pipeline draws its own train/valid/test split (grouped by duplicate inputs).
+Out: a pandas frame with the dataset's columns, where ClassLabel values become their names (a sequence of them,
+for multilabel, is joined with `data.label_sep`) and Image columns become file paths, and the folder that
+relative image paths start from. The caller (`load.load_raw`) then checks and renames the columns as for a
+CSV file. `datasets` is optional (`pip install -e ".[hf]"`); a clear error names it.
+"""
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import PipelineError
+from pipeline.params import DataParams
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise PipelineError('data.source hf needs the datasets package: pip install -e ".[hf]"') from None
+    datasets.disable_progress_bars()
+    return datasets
+
+
+def _open(ds, path: Path, cfg: DataParams):
+    """-> one Dataset (the chosen split, or every split concatenated)."""
+    datasets = _datasets()
+    if not isinstance(ds, datasets.DatasetDict):
+        if cfg.hf_split:
+            raise PipelineError(f"{path}: data.hf_split {cfg.hf_split!r} given, but this is a single Dataset "
+                                "without splits")
+        return ds
+    if cfg.hf_split:
+        if cfg.hf_split not in ds:
+            raise PipelineError(f"{path}: no split {cfg.hf_split!r}; splits are {list(ds)}")
+        return ds[cfg.hf_split]
+    return datasets.concatenate_datasets([ds[s] for s in ds])
+
+
+def _load(path: Path, cfg: DataParams):
+    datasets = _datasets()
+    if cfg.hf_builder is None:
+        if not path.is_dir():
+            raise PipelineError(f"{path}: not a folder written by save_to_disk (for files, set data.hf_builder: "
+                                "csv, json, parquet, text or imagefolder)")
+        try:
+            return datasets.load_from_disk(str(path))
+        except (FileNotFoundError, ValueError) as e:
+            raise PipelineError(f"{path}: not a dataset saved with save_to_disk ({e})") from None
+    where = {"data_dir": str(path)} if path.is_dir() else {"data_files": str(path)}
+    if not path.exists() and not glob.glob(str(path)):
+        raise PipelineError(f"{path}: no such file (data.path, data.hf_builder {cfg.hf_builder})")
+    try:
+        return datasets.load_dataset(cfg.hf_builder, **where)
+    except (FileNotFoundError, ValueError) as e:
+        raise PipelineError(f"{path}: datasets could not read it as {cfg.hf_builder} ({e})") from None
+
+
+def read_hf(cfg: DataParams) -> tuple[pd.DataFrame, Path]:
+    """-> (frame of the dataset's columns, with labels as names and images as paths; the image root)."""
+    datasets = _datasets()
+    path = Path(cfg.path)
+    ds = _open(_load(path, cfg), path, cfg)
+    images = [c for c, f in ds.features.items() if isinstance(f, datasets.Image)]
+    for c in images:  # paths, not decoded pixels: the pipeline hashes and reads image files itself
+        ds = ds.cast_column(c, datasets.Image(decode=False))
+    df = ds.to_pandas()
+    for c, f in ds.features.items():
+        if isinstance(f, datasets.ClassLabel):
+            df[c] = [None if v is None or v < 0 else f.int2str(int(v)) for v in df[c]]
+        elif isinstance(f, (datasets.Sequence, datasets.List)) and isinstance(f.feature, datasets.ClassLabel):
+            df[c] = [None if v is None else cfg.label_sep.join(f.feature.int2str(int(i)) for i in v) for v in df[c]]
+    for c in images:
+        def as_path(v, c=c):
+            if v is None or v.get("path") is None:
+                raise PipelineError(f"{path}: column {c!r} holds image bytes without a file path; save the images "
+                                    "as files (imagefolder) for this pipeline")
+            return v["path"]
+        df[c] = df[c].map(as_path)
+    return df, (path if path.is_dir() else path.parent)
