@@ -15,6 +15,7 @@ CSV file. `datasets` is optional (`pip install -e ".[hf]"`); a clear error names
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +45,11 @@ def _open(ds, path: Path, cfg: DataParams):
         if cfg.hf_split not in ds:
             raise PipelineError(f"{path}: no split {cfg.hf_split!r}; splits are {list(ds)}")
         return ds[cfg.hf_split]
-    return datasets.concatenate_datasets([ds[s] for s in ds])
+    try:
+        return datasets.concatenate_datasets([ds[s] for s in ds])
+    except ValueError as e:  # splits with other columns or label names
+        raise PipelineError(f"{path}: its splits {list(ds)} cannot be read as one table ({e}); pick one with "
+                            "data.hf_split") from None
 
 
 def _load(path: Path, cfg: DataParams):
@@ -62,7 +67,7 @@ def _load(path: Path, cfg: DataParams):
         raise PipelineError(f"{path}: no such file (data.path, data.hf_builder {cfg.hf_builder})")
     try:
         return datasets.load_dataset(cfg.hf_builder, **where)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetGenerationError) as e:
         raise PipelineError(f"{path}: datasets could not read it as {cfg.hf_builder} ({e})") from None
 
 
@@ -77,14 +82,23 @@ def read_hf(cfg: DataParams) -> tuple[pd.DataFrame, Path]:
     df = ds.to_pandas()
     for c, f in ds.features.items():
         if isinstance(f, datasets.ClassLabel):
-            df[c] = [None if v is None or v < 0 else f.int2str(int(v)) for v in df[c]]
+            # -1 and null are ClassLabel's "no label": missing labels, bad rows for the checks that follow
+            df[c] = [None if pd.isna(v) or v < 0 else f.int2str(int(v)) for v in df[c]]
         elif isinstance(f, (datasets.Sequence, datasets.List)) and isinstance(f.feature, datasets.ClassLabel):
-            df[c] = [None if v is None else cfg.label_sep.join(f.feature.int2str(int(i)) for i in v) for v in df[c]]
+            df[c] = [None if v is None else cfg.label_sep.join(f.feature.int2str(int(i)) for i in v if i >= 0)
+                     for v in df[c]]
     for c in images:
         def as_path(v, c=c):
-            if v is None or v.get("path") is None:
-                raise PipelineError(f"{path}: column {c!r} holds image bytes without a file path; save the images "
-                                    "as files (imagefolder) for this pipeline")
+            if v is None:
+                return None  # a missing image: a bad row for the checks that follow
+            # save_to_disk embeds the bytes and keeps only the file's name: no file to hash and read
+            if v.get("bytes") is not None or v.get("path") is None:
+                raise PipelineError(f"{path}: column {c!r} holds image bytes, not image files (save_to_disk "
+                                    "embeds them); point data.path at the image folder with hf_builder: "
+                                    "imagefolder instead")
             return v["path"]
         df[c] = df[c].map(as_path)
-    return df, (path if path.is_dir() else path.parent)
+    if path.is_dir():
+        return df, path
+    matches = [Path(m).parent.resolve() for m in glob.glob(str(path))] or [path.parent]
+    return df, Path(os.path.commonpath(matches))  # a glob's folder part is a pattern, not a folder

@@ -1,17 +1,17 @@
 """Classification and regression metrics in numpy, equal to scikit-learn's (tests/data/test_metrics.py checks
 them against it on ties, absent classes and single-class inputs).
 
-Why not `sklearn.metrics`: importing scikit-learn costs the evaluate stage about 1.5 s of the 2 s it runs,
-and evaluate reruns on every change of a head (a new C, a new member). These are the few formulas it needs:
+Why not `sklearn.metrics`: importing scikit-learn was most of the evaluate stage's time (benchmarks/RESULTS.md,
+"Iteration"), and evaluate reruns on every change of a head (a new C, a new member). The formulas it needs:
 
 - `f1_per_class(y, pred, n)`: F1 = 2TP / (2TP + FP + FN) per class, 0 where the denominator is 0
   (scikit-learn's `zero_division=0`); y, pred are class ids, or 0/1 matrices (one column per label).
   `f1_from_counts` is the same from counts (the ensemble's bootstrap sums them over resamples).
 - `binary_auc(y, s)`: ROC-AUC as the Mann-Whitney statistic on mid-ranks (ties count half); NaN when y holds
-  one class only (scikit-learn raises there; the callers reported NaN).
+  one class only or a score is NaN (scikit-learn raises there; the callers reported NaN).
 - `roc_curve(y, s)`: (fpr, tpr) with scikit-learn's `drop_intermediate` points, for the ROC plot.
 - `r2(y, pred)`: the coefficient of determination, 1.0 / 0.0 for a constant target (scikit-learn's
-  `force_finite`).
+  `force_finite`), NaN for fewer than two rows.
 - `midranks(x)`: 1-based ranks, ties sharing their mean rank (scipy.stats.rankdata's default).
 """
 from __future__ import annotations
@@ -34,7 +34,9 @@ def midranks(x: np.ndarray) -> np.ndarray:
 
 def binary_auc(y: np.ndarray, s: np.ndarray) -> float:
     """y (N,) 0/1, s (N,) scores -> ROC-AUC, or NaN when y has a single class."""
-    y = np.asarray(y).astype(bool)
+    y, s = np.asarray(y).astype(bool), np.asarray(s)
+    if np.isnan(s).any():  # a diverged model's scores: no ranking to judge (scikit-learn raised here)
+        return float("nan")
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -90,6 +92,8 @@ def precision_recall(y: np.ndarray, pred: np.ndarray, n: int) -> tuple[np.ndarra
 
 def r2(y: np.ndarray, pred: np.ndarray) -> float:
     y, pred = np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    if len(y) < 2:
+        return float("nan")  # undefined for one sample (scikit-learn warns and gives NaN)
     ss_res, ss_tot = float(np.sum((y - pred) ** 2)), float(np.sum((y - y.mean()) ** 2))
     if ss_tot == 0:
         return 1.0 if ss_res == 0 else 0.0

@@ -78,9 +78,13 @@ class Stem(nn.Module):
     def __init__(self, model: nn.Module, blocks: list[nn.Module]):
         super().__init__()
         inside = {id(p) for b in blocks for p in b.parameters()}
-        self._params = [p for n, p in model.named_parameters() if id(p) not in inside and n.split(".")[0] not in POST]
-        self._mods = [m for n, m in model.named_children()
-                      if n not in POST and not any(id(p) in inside for p in m.parameters())]
+        children = list(model.named_children())
+        holders = [i for i, (_, m) in enumerate(children) if any(id(p) in inside for p in m.parameters())]
+        # Children registered after the one holding the last block run after it (EfficientNet's conv_head,
+        # a final norm), whatever their names; POST also names those that models register earlier.
+        post = set(POST) | {n for n, _ in children[max(holders, default=len(children)) + 1:]}
+        self._params = [p for n, p in model.named_parameters() if id(p) not in inside and n.split(".")[0] not in post]
+        self._mods = [m for n, m in children if n not in post and not any(id(p) in inside for p in m.parameters())]
 
     def parameters(self, recurse: bool = True):
         return iter(self._params)

@@ -72,6 +72,41 @@ def test_an_imagefolder_gives_image_paths_inside_the_folder(tmp_path):
     assert df["image_sha"].is_unique
 
 
+def test_missing_class_labels_are_bad_rows(tmp_path):
+    feats = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    labels = [i % 2 for i in range(40)]
+    labels[3], labels[7] = None, -1
+    datasets.Dataset.from_dict({"text": texts(40), "label": labels}, features=feats).save_to_disk(tmp_path / "d")
+    df, _, report = prepare_dataset(cfg(tmp_path / "d", on_bad_rows="drop"), seed=0)
+    assert len(df) == 38 and report["dropped"]["missing_label"] == 2
+    with pytest.raises(PipelineError, match="missing_label: 2 rows \\(first: \\[3, 7\\]\\)"):
+        prepare_dataset(cfg(tmp_path / "d"), seed=0)
+
+
+def test_images_embedded_by_save_to_disk_are_refused(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "pets" / "cat").mkdir(parents=True)
+    (tmp_path / "pets" / "dog").mkdir(parents=True)
+    for i in range(6):
+        Image.new("RGB", (4, 4), (i, 0, 0)).save(tmp_path / "pets" / ("cat", "dog")[i % 2] / f"{i}.png")
+    datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "pets")).save_to_disk(tmp_path / "saved")
+    with pytest.raises(PipelineError, match="column 'image' holds image bytes, not image files"):
+        prepare_dataset(cfg(tmp_path / "saved", image_column="image"), seed=0)
+
+
+def test_splits_that_disagree_ask_for_one_split(tmp_path):
+    names = {"train": ["neg", "pos"], "other": ["neg", "neu", "pos"]}  # label names differ between splits
+    datasets.DatasetDict({s: datasets.Dataset.from_dict(
+        {"text": texts(20, i), "label": [k % 2 for k in range(20)]},
+        features=datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=n)}))
+        for i, (s, n) in enumerate(names.items())}).save_to_disk(tmp_path / "d")
+    with pytest.raises(PipelineError, match="pick one with data.hf_split"):
+        prepare_dataset(cfg(tmp_path / "d"), seed=0)
+    df, _, _ = prepare_dataset(cfg(tmp_path / "d", hf_split="train"), seed=0)
+    assert len(df) == 20
+
+
 def test_clear_errors_name_the_path(tmp_path):
     with pytest.raises(PipelineError, match="not a folder written by save_to_disk"):
         prepare_dataset(cfg(tmp_path / "missing"), seed=0)

@@ -91,6 +91,12 @@ def test_every_task_metric_matches_sklearn(kind):
         assert value == pytest.approx(expected[name](), rel=1e-9, abs=1e-12), name
 
 
+def test_nan_scores_and_a_single_row_give_nan():
+    assert np.isnan(binary_auc(np.array([0, 1, 0, 1]), np.array([0.1, np.nan, 0.3, 0.9])))
+    assert np.isnan(Task("binary", classes=["a", "b"]).metric("roc_auc", np.array([0, 1]), np.full((2, 1), np.nan)))
+    assert np.isnan(r2(np.array([1.0]), np.array([2.0])))
+
+
 def test_an_undefined_auc_is_nan():
     task = Task("multiclass", classes=["a", "b", "c"])
     y, S = np.array([0, 1, 0, 1]), RNG.random((4, 3))  # class c absent: its one-vs-rest AUC is undefined

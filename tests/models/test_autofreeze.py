@@ -108,3 +108,18 @@ def test_vit_cached_prefix_gives_the_computed_logits(tmp_path):
         assert s.batch(inputs, idx) == ()  # images are not even decoded once cached
         cached = s.forward(model, idx, ())
     assert torch.allclose(cached, computed, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, stem", [("efficientnet_b0", {"conv_stem", "bn1"}), ("resnet18", {"conv1", "bn1"}),
+                                        ("vit_tiny_patch16_224", {"cls_token", "patch_embed", "pos_embed"})])
+def test_the_stem_is_what_runs_before_the_first_block(name, stem):
+    """Unit 0 of AutoFreeze and finetune.freeze_bottom: never a layer after the last block (EfficientNet's
+    conv_head and bn2 are not in the name list; they come after its blocks)."""
+    import timm
+
+    from pipeline.models.schemes import Stem
+
+    m = timm.create_model(name, pretrained=False)
+    blocks = list(m.blocks) if hasattr(m, "blocks") else [getattr(m, f"layer{i}") for i in range(1, 5)]
+    ids = {id(p) for p in Stem(m, blocks).parameters()}
+    assert {n.split(".")[0] for n, p in m.named_parameters() if id(p) in ids} == stem
