@@ -153,7 +153,7 @@ MUTATIONS = [
     Mutation("embed-partial-ignores-inputs", "pipeline/cache/stream.py",
              "    for x in input_hashes:", "    for x in []:",
              (f"{STREAM}::test_a_store_is_one_file_per_shard_and_a_killed_write_resumes_from_its_last_shard",),
-             "a partial store for other inputs is resumed (stale vectors in the new store)"),
+             "a partial store for other inputs is resumed (old vectors land in the new store)"),
     Mutation("store-unsharded", "pipeline/cache/store.py",
              "                             shards=(shard, dim), zarr_format=3", "                             zarr_format=3",
              (f"{STREAM}::test_a_store_is_one_file_per_shard_and_a_killed_write_resumes_from_its_last_shard",),

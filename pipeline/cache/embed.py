@@ -153,9 +153,10 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
         log.debug("embed %s: shard %d of %d written (%d embedded)", source, s, writer.n_shards, len(todo))
     log.info("embed %s: %d rows reused from the previous store, %d embedded, %d resumed from a killed run "
              "(key %s)", source, reused, embedded, resumed, key["key"])
-    writer.finish(out, dim or 0)
+    dim = writer.arr.shape[1] if writer.arr is not None else dim or 0  # all shards resumed: the partial's D
+    writer.finish(out, dim)
     write_index(out, df, key=key)
-    summary = {"rows": len(df), "dim": int(dim or 0), "embedded": embedded, "reused": reused,
+    summary = {"rows": len(df), "dim": int(dim), "embedded": embedded, "reused": reused,
                "resumed": int(resumed), "shards": writer.n_shards, "seconds": seconds,
                "samples_per_s": embedded / seconds if embedded else 0.0, "device": str(device),
                "key": key["key"], **runtime}

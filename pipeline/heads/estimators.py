@@ -113,7 +113,8 @@ class Head:
 
     def _approx_svm(self, regression: bool, Xn: np.ndarray):
         """The same kernel (and gamma, as SVC resolves 'scale'/'auto' on these rows), approximated by
-        min(max_kernel_rows, 2000) Nystroem components, then a linear SVM (sklearn; seeded: reruns agree)."""
+        min(1000, rows) Nystroem components, then a linear SVM (sklearn; seeded: reruns agree). Memory: the
+        features are rows x 1000 floats (4 GB at 1M rows in float32)."""
         from sklearn.kernel_approximation import Nystroem
         from sklearn.pipeline import make_pipeline
         from sklearn.svm import LinearSVC, LinearSVR
@@ -121,7 +122,7 @@ class Head:
         c = self.cfg
         gamma = c.gamma if not isinstance(c.gamma, str) else \
             1.0 / (Xn.shape[1] * (Xn.var() if c.gamma == "scale" else 1.0) or 1.0)
-        k = min(c.max_kernel_rows, 2000, len(Xn))
+        k = min(1000, len(Xn))
         log.info("head svm: %d rows > max_kernel_rows %d: Nystroem (%s kernel, %d components) + linear SVM",
                  len(Xn), c.max_kernel_rows, c.kernel, k)
         features = Nystroem(kernel=c.kernel, gamma=gamma, coef0=0, degree=3, n_components=k, random_state=0)

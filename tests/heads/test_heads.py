@@ -191,7 +191,7 @@ def test_a_kernel_svm_above_max_kernel_rows_is_nystroem_plus_a_linear_svm(calibr
         approx, rep = fit_head(HeadParams(kind="svm", max_kernel_rows=100, calibration=calibration), *args)
     exact, rep_exact = fit_head(HeadParams(kind="svm", calibration=calibration), *args)
     assert rep["kernel_approximation"] and not rep_exact["kernel_approximation"]
-    assert "300 rows > max_kernel_rows 100: Nystroem (rbf kernel, 100 components)" in caplog.text
+    assert "300 rows > max_kernel_rows 100: Nystroem (rbf kernel, 300 components)" in caplog.text
     assert type(approx.models[0]).__name__ == "Pipeline" and type(exact.models[0]).__name__.endswith("SVC")
     acc = {name: task.metrics(y[400:], h.scores(X[400:]))["accuracy"] for name, h in [("a", approx), ("e", exact)]}
     assert acc["a"] > 0.85 and acc["a"] > acc["e"] - 0.05, acc
