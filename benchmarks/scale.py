@@ -1,7 +1,7 @@
 """Scale of the embedding cache (issue 16): a synthetic corpus, a tiny random-init BERT, the real embed stage.
 
 For each N: a corpus of N short texts (8-16 words drawn from the MiniLM tokenizer's whole-word vocabulary,
-seeded, generated offline), then, each step in its own process (wall time, and peak RSS from `os.wait4`):
+seeded, generated offline), then, each step in its own process (wall time, and its peak RSS, VmHWM):
 - model:  import the embed stage's modules and build the encoder (the RSS floor every embed pays);
 - inputs: prepare's part that scales with N: read the texts, hash every row (`inputs_frame`), write
           artifacts/inputs/inputs.parquet;
@@ -95,23 +95,33 @@ def setup(work: Path, model: Path, shard_rows: int) -> None:
     (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
+# The child reports its own peak RSS (VmHWM of its address space) at exit. Not the parent's rusage: Linux
+# starts a child's ru_maxrss at the parent's RSS when it forks, which here is the whole corpus in memory.
+PEAK = ("import atexit, sys\natexit.register(lambda: sys.stderr.write(next(line for line in open('/proc/self/status')"
+        " if line.startswith('VmHWM'))))\n")
+
+
 def run(work: Path, args: list[str], kill_when=None) -> dict:
-    """Run a child in `work` -> {seconds, peak_rss_mb, rc, log}. `kill_when()`: polled; True -> SIGKILL it."""
+    """Run `python -c CODE` or `python -m MODULE ARGS` in `work` -> {seconds, peak_rss_mb, rc, log}.
+    `kill_when()`: polled; True -> SIGKILL it (then no peak RSS: None)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    code = PEAK + (args[1] if args[0] == "-c" else
+                   f"import runpy\nsys.argv = {args[1:]!r}\nrunpy.run_module({args[1]!r}, run_name='__main__')")
     t0 = time.perf_counter()
     with open(work / "child.log", "w") as log:
-        p = subprocess.Popen([sys.executable, *args], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-        while True:  # wait4, not poll(): poll would reap the child and lose its rusage
-            pid, status, usage = os.wait4(p.pid, 0 if kill_when is None else os.WNOHANG)
+        p = subprocess.Popen([sys.executable, "-c", code], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while True:  # os.wait4 with WNOHANG: poll() would reap the child before we read its status
+            pid, status, _ = os.wait4(p.pid, 0 if kill_when is None else os.WNOHANG)
             if pid:
                 break
             if kill_when():
                 p.send_signal(signal.SIGKILL)
                 kill_when = None
             time.sleep(0.05)
-    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "rc": os.waitstatus_to_exitcode(status),
-            "log": (work / "child.log").read_text()}
+    text = (work / "child.log").read_text()
+    peak = re.search(r"VmHWM:\s+(\d+) kB", text)
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": int(peak[1]) / 1024 if peak else None,
+            "rc": os.waitstatus_to_exitcode(status), "log": text}
 
 
 def checked(r: dict, what: str) -> dict:
