@@ -163,6 +163,8 @@ class EmbedParams(_Section):
     batch_size: int = Field(128, gt=0)
     dtype: Literal["float32", "float16"] = "float32"
     chunk_rows: int = Field(4096, gt=0)
+    # rows per Zarr v3 shard file: the unit of streaming writes and of resume (pipeline/cache/stream.py)
+    shard_rows: int = Field(65536, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # torch backend's autocast
     bucket: bool = True
     # CPU runtimes for the frozen text encoder, exported to ONNX once per embed stage (pipeline/cache/runtimes.py)
@@ -173,6 +175,8 @@ class EmbedParams(_Section):
     def _runtime(self):
         if self.quantize != "none" and self.backend == "torch":
             raise ValueError("quantize is for backend: onnx or openvino")
+        if self.shard_rows % self.chunk_rows:
+            raise ValueError(f"shard_rows ({self.shard_rows}) must be a multiple of chunk_rows ({self.chunk_rows})")
         return self
 
 
@@ -188,6 +192,8 @@ class HeadParams(_Section):
     kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
     gamma: Literal["scale", "auto"] | PositiveFloat = "scale"
     epsilon: float = Field(0.05, ge=0)  # SVR, on targets scaled to [0, 1]
+    # kernel SVMs on more train rows than this: Nystroem + linear SVM on CPU (exact kernel fits are ~quadratic)
+    max_kernel_rows: int = Field(20000, gt=0)
     n_neighbors: int = Field(15, gt=0)
     # mlp: the fine-tuning head on cached embeddings (weight decay 0.01 / C)
     hidden: int = Field(256, ge=0)

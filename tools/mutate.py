@@ -46,6 +46,8 @@ class Mutation:
 
 FEATURES = "tests/train/test_features_active.py"
 INCREMENTAL = "tests/e2e/test_incremental.py"
+STREAM = "tests/cache/test_stream.py"
+HEADS = "tests/heads/test_heads.py"
 MUTATIONS = [
     Mutation("autocast-noop", "pipeline/devices.py",
              "    return torch.autocast(device_type=device.type, dtype=dtype)",
@@ -157,6 +159,26 @@ MUTATIONS = [
     Mutation("cache-key-ignores-weights", "pipeline/cache/embed.py",
              '    parts = {"backbone": fp if fp["files"] else {"name": cfg.name, **fp}, ', "    parts = {",
              (INCREMENTAL,), "another backbone's embed reuses the vectors the previous backbone made"),
+    Mutation("embed-resume-ignores-progress", "pipeline/cache/stream.py",
+             "            if (self.folder / PROGRESS).is_file() else set()",
+             "            if False else set()",
+             (STREAM,), "a killed embed restarts from shard 0 instead of its last finished shard"),
+    Mutation("embed-partial-ignores-inputs", "pipeline/cache/stream.py",
+             "    for x in input_hashes:", "    for x in []:",
+             (f"{STREAM}::test_a_store_is_one_file_per_shard_and_a_killed_write_resumes_from_its_last_shard",),
+             "a partial store for other inputs is resumed (old vectors land in the new store)"),
+    Mutation("store-unsharded", "pipeline/cache/store.py",
+             "                             shards=(shard, dim), zarr_format=3", "                             zarr_format=3",
+             (f"{STREAM}::test_a_store_is_one_file_per_shard_and_a_killed_write_resumes_from_its_last_shard",),
+             "the store is one file per chunk again (10M rows: thousands of files for DVC to hash)"),
+    Mutation("embed-whole-pass", "pipeline/cache/embed.py",
+             "len(df), e.dtype, e.shard_rows, e.chunk_rows)", "len(df), e.dtype, 1 << 40, 1 << 40)",
+             (f"{STREAM}::test_a_killed_embed_resumes_from_its_last_shard_and_equals_an_uninterrupted_one",),
+             "the embed stage computes the whole (N, D) matrix before writing anything"),
+    Mutation("svm-never-approximates", "pipeline/heads/estimators.py",
+             "c.kernel != \"linear\" and n_rows > c.max_kernel_rows", "c.kernel != \"linear\" and False",
+             (f"{HEADS}::test_a_kernel_svm_above_max_kernel_rows_is_nystroem_plus_a_linear_svm",),
+             "a kernel SVM on any number of rows is fit exactly (quadratic in rows)"),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 

@@ -28,7 +28,8 @@ from pipeline.data.inputs import input_column, read_inputs
 from pipeline.io import file_sha256, write_json, write_params
 from pipeline.params import Params
 from pipeline.models.schemes import load_finetuned_encoder
-from pipeline.cache.store import reusable, write_embeddings
+from pipeline.cache.store import copy_rows, reusable, write_index
+from pipeline.cache.stream import ShardWriter, partial_folder
 
 log = logging.getLogger(__name__)
 
@@ -102,44 +103,63 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
               previous: Path | None = None) -> dict:
     """Embed every row of artifacts/inputs with the source's backbone (pretrained, or the fine-tuned one) into
     a Zarr cache in `out`, reusing the vectors of `previous` (default: the source's current store) that have
-    the same cache key and input hash. The result equals a from-scratch embed up to float summation order:
-    reused rows are copied bit for bit, and a full pass would batch every row with other rows."""
+    the same cache key and input hash. Shard by shard (pipeline/cache/stream.py): each shard's reused rows are
+    copied bit for bit, its other rows embedded in batches of that shard, and the shard written, so memory
+    holds one shard; a killed run's finished shards are resumed. The result equals a from-scratch embed up to
+    float summation order (a full pass batches rows with other rows)."""
     src = params.sources[source]
     cfg = params.backbones[src.backbone]
+    e = params.embed
     df = read_inputs(inputs_dir)
     encoder = source_encoder(params, source)
     device = pick_device()
     runtime = {}
-    if params.embed.backend != "torch":  # export once into this artifact; predict runs the same file
+    if e.backend != "torch":  # export once into this artifact; predict runs the same file
         from pipeline.cache.runtimes import export
 
         t0 = time.perf_counter()
-        path = export(encoder, out, params.embed.backend, params.embed.quantize)
+        path = export(encoder, out, e.backend, e.quantize)
         encoder = stored_runtime(params, source, encoder, out)
         device = torch.device("cpu")  # the runtimes run on the CPU
-        runtime = {"backend": params.embed.backend, "quantize": params.embed.quantize, "file": path.name,
+        runtime = {"backend": e.backend, "quantize": e.quantize, "file": path.name,
                    "export_seconds": time.perf_counter() - t0}
     key = cache_key(params, source, encoder, device)
-    old = reusable(paths.embeddings(source) if previous is None else previous, key)
+    final = paths.embeddings(source) if previous is None else Path(previous)
+    old = reusable(final, key)
     rows = old[1].reindex(df["input_hash"].to_numpy()).to_numpy() if old else np.full(len(df), np.nan)
     have = ~np.isnan(rows)
-    todo = np.flatnonzero(~have)
-    t0 = time.perf_counter()
-    X_new = embed_frame(encoder, df[input_column(df)].iloc[todo].reset_index(drop=True), params.embed, device) \
-        if len(todo) else None
-    seconds = time.perf_counter() - t0
-    dim = X_new.shape[1] if X_new is not None else old[0].shape[1]
-    X = np.empty((len(df), dim), dtype=params.embed.dtype)
-    if have.any():
-        X[have] = old[0][rows[have].astype(np.int64)]
-    if len(todo):
-        X[todo] = X_new.astype(params.embed.dtype, copy=False)
-    log.info("embed %s: %d rows reused from the previous store, %d embedded (key %s)", source, int(have.sum()),
-             len(todo), key["key"])
-    write_embeddings(out, X, df, params.embed.dtype, params.embed.chunk_rows, key=key)
-    summary = {"rows": len(X), "dim": int(dim), "embedded": len(todo), "reused": int(have.sum()),
-               "seconds": seconds, "samples_per_s": len(todo) / seconds if len(todo) else 0.0,
-               "device": str(device), "key": key["key"], **runtime}
+    writer = ShardWriter(partial_folder(final, key["key"], df["input_hash"].to_numpy(), e.shard_rows,
+                                        e.chunk_rows, e.dtype), len(df), e.dtype, e.shard_rows, e.chunk_rows)
+    items = df[input_column(df)]
+    dim, seconds, embedded, reused = (old[0].shape[1] if old else None), 0.0, 0, 0
+    resumed = sum(hi - lo for lo, hi in map(writer.rows, writer.done))
+    for s in writer.pending():
+        lo, hi = writer.rows(s)
+        h = have[lo:hi]
+        todo = np.flatnonzero(~h)
+        block = None
+        if len(todo):
+            t0 = time.perf_counter()
+            X_new = embed_frame(encoder, items.iloc[lo + todo].reset_index(drop=True), e, device)
+            seconds += time.perf_counter() - t0
+            block = np.empty((hi - lo, X_new.shape[1]), dtype=e.dtype)
+            block[todo] = X_new
+        if h.any():
+            block = np.empty((hi - lo, old[0].shape[1]), dtype=e.dtype) if block is None else block
+            block[h] = copy_rows(old[0], rows[lo:hi][h].astype(np.int64))
+        dim = block.shape[1]
+        writer.write(s, block)
+        embedded, reused = embedded + len(todo), reused + int(h.sum())
+        log.debug("embed %s: shard %d of %d written (%d embedded)", source, s, writer.n_shards, len(todo))
+    log.info("embed %s: %d rows reused from the previous store, %d embedded, %d resumed from a killed run "
+             "(key %s)", source, reused, embedded, resumed, key["key"])
+    dim = writer.arr.shape[1] if writer.arr is not None else dim or 0  # all shards resumed: the partial's D
+    writer.finish(out, dim)
+    write_index(out, df, key=key)
+    summary = {"rows": len(df), "dim": int(dim), "embedded": embedded, "reused": reused,
+               "resumed": int(resumed), "shards": writer.n_shards, "seconds": seconds,
+               "samples_per_s": embedded / seconds if embedded else 0.0, "device": str(device),
+               "key": key["key"], **runtime}
     write_json(out / "summary.json", summary)
-    write_params(out, source=src, backbone=cfg, embed=params.embed)
+    write_params(out, source=src, backbone=cfg, embed=e)
     return summary

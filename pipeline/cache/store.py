@@ -1,4 +1,5 @@
-"""The embedding cache: `<folder>/vectors.zarr` (N, D) float32/float16, chunked by rows,
+"""The embedding cache: `<folder>/vectors.zarr` (N, D) float32/float16, chunked by rows
+and sharded (one file per `shard_rows` rows),
 `<folder>/index.parquet` (id, row, input_hash) and `<folder>/key.json` (what every vector was computed with:
 pipeline/cache/embed.py `cache_key`). Labels and splits are not in the cache: they come from artifacts/data,
 joined by id (`read_features(folders, labels)`), so a new split or label does not touch the cache.
@@ -19,16 +20,39 @@ from pipeline.io import read_json, write_json
 log = logging.getLogger(__name__)
 
 
-def write_embeddings(folder: str | Path, X: np.ndarray, index: pd.DataFrame, dtype: str = "float32",
-                     chunk_rows: int = 4096, key: dict | None = None) -> None:
-    """X (N, D) -> vectors.zarr (stored as `dtype`); index (N rows with id, input_hash) -> index.parquet with
-    the row number; `key` (cache_key's dict) -> key.json."""
+def layout(n: int, shard_rows: int, chunk_rows: int) -> tuple[int, int]:
+    """Rows per chunk and per shard of an N-row store: chunk_rows and shard_rows (a multiple of it, checked
+    in params), both cut down to N for a small store (a shard holds a whole number of chunks)."""
+    chunk = min(chunk_rows, max(n, 1))
+    shard = min(shard_rows, -(-max(n, 1) // chunk) * chunk)
+    return chunk, shard - shard % chunk
+
+
+def create_vectors(path: str | Path, n: int, dim: int, dtype: str, shard_rows: int, chunk_rows: int):
+    """A new (n, dim) Zarr v3 array at `path` (replacing one there): `chunk_rows`-row chunks, grouped into one
+    file per `shard_rows` rows (`layout`), so 1M rows are 16 files at the defaults, not 245."""
     import zarr  # here: modules that only read or write predictions do not need it (the GPU benchmark image)
 
+    chunk, shard = layout(n, shard_rows, chunk_rows)
+    return zarr.create_array(store=str(path), shape=(n, dim), dtype=dtype, chunks=(chunk, dim),
+                             shards=(shard, dim), zarr_format=3, overwrite=True)
+
+
+def write_embeddings(folder: str | Path, X: np.ndarray, index: pd.DataFrame, dtype: str = "float32",
+                     chunk_rows: int = 4096, key: dict | None = None, shard_rows: int = 65536) -> None:
+    """X (N, D) -> vectors.zarr (stored as `dtype`, in the embed stage's sharded layout); index (N rows with id,
+    input_hash) -> index.parquet with the row number; `key` (cache_key's dict) -> key.json. The embed stage
+    streams shards instead (pipeline/cache/stream.py); this writes a store from a matrix already in memory."""
     folder = Path(folder)
-    arr = zarr.create_array(store=str(folder / "vectors.zarr"), shape=X.shape, dtype=dtype,
-                            chunks=(min(chunk_rows, max(len(X), 1)), X.shape[1]), zarr_format=3)
+    arr = create_vectors(folder / "vectors.zarr", len(X), X.shape[1], dtype, shard_rows, chunk_rows)
     arr[:] = X.astype(dtype, copy=False)
+    write_index(folder, index, key)
+
+
+def write_index(folder: str | Path, index: pd.DataFrame, key: dict | None = None) -> None:
+    """index (N rows with id, input_hash, in the store's row order) -> index.parquet with the row number;
+    `key` -> key.json."""
+    folder = Path(folder)
     index = pd.DataFrame({"id": index["id"].to_numpy(), "row": np.arange(len(index), dtype=np.int64),
                           "input_hash": index["input_hash"].to_numpy()})
     index.to_parquet(folder / "index.parquet", index=False)
@@ -79,10 +103,11 @@ def read_features(folders: list[str | Path], labels: pd.DataFrame | None = None)
     return np.hstack([X for X, _ in parts]), index
 
 
-def reusable(folder: str | Path, key: dict) -> tuple[np.ndarray, pd.Series] | None:
-    """The vectors of a previous store in `folder` that a rerun may reuse: -> (X as stored, input_hash -> row),
-    or None (logged) when there is no store, or it was made with another key (a stale or foreign store is
-    never reused: every row is embedded again)."""
+def reusable(folder: str | Path, key: dict) -> tuple[object, pd.Series] | None:
+    """The vectors of a previous store in `folder` that a rerun may reuse: -> (the Zarr array, opened read-only,
+    not loaded: `copy_rows` reads the rows a shard needs; input_hash -> row), or None (logged) when there is
+    no store, or it was made with another key (a stale or foreign store is never reused: every row is embedded
+    again)."""
     folder = Path(folder)
     if not (folder / "key.json").is_file():
         if folder.exists():
@@ -96,11 +121,25 @@ def reusable(folder: str | Path, key: dict) -> tuple[np.ndarray, pd.Series] | No
         log.info("%s: made with another cache key (%s differ): embedding every row", folder, ", ".join(differ))
         return None
     try:
-        X, index = read_embeddings(folder, dtype=None)
-    except PipelineError as e:
+        import zarr
+
+        X = zarr.open_array(str(folder / "vectors.zarr"), mode="r")
+        index = pd.read_parquet(folder / "index.parquet")
+        if len(index) != X.shape[0] or "input_hash" not in index.columns:
+            raise PipelineError(f"index has {len(index)} rows for {X.shape[0]} vectors, or no input_hash")
+    except Exception as e:  # noqa: BLE001 - a broken previous store only costs a full embed
         log.warning("%s: cannot reuse the previous store (%s): embedding every row", folder, e)
-        return None
-    if "input_hash" not in index.columns:
         return None
     first = ~index["input_hash"].duplicated()
     return X, pd.Series(index["row"][first].to_numpy(), index=index["input_hash"][first].to_numpy())
+
+
+def copy_rows(X, rows: np.ndarray) -> np.ndarray:
+    """Rows `rows` (int, any order) of a Zarr array (or ndarray) -> ndarray (len(rows), D) as stored. Read in
+    ascending order (each chunk is decoded once), then put back in the order asked for."""
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), X.shape[1]), dtype=X.dtype)
+    if len(rows):
+        out[order] = X.get_orthogonal_selection((rows[order], slice(None))) if hasattr(X, "oindex") \
+            else X[rows[order]]
+    return out

@@ -74,6 +74,7 @@ class Head:
         self.models: list = []
         self.calibrators: list = []
         self._cal_margins: tuple | None = None  # (X_cal, its margins): heldout_scores reuses them
+        self.approx = False  # set by fit: Nystroem + linear SVM instead of a kernel SVM (max_kernel_rows)
 
     # ---- normalization ----
     def _norm(self, X: np.ndarray, fit: bool = False) -> np.ndarray:
@@ -86,9 +87,12 @@ class Head:
             return (X - self.mean) / self.std
         return X
 
-    def _make(self, regression: bool):
+    def _make(self, regression: bool, Xn: np.ndarray | None = None):
+        """A fresh estimator; `Xn`: the normalized rows it will be fit on (the approximate SVM's gamma)."""
         E, c = _estimators(self.backend), self.cfg
         kind = c.kind
+        if kind == "svm" and self.approx and Xn is not None:
+            return self._approx_svm(regression, Xn)
         if kind == "svm":
             if regression:
                 return E["SVR"](C=self.C, kernel=c.kernel, gamma=c.gamma, epsilon=c.epsilon)
@@ -101,6 +105,31 @@ class Head:
             return E["KNeighborsRegressor" if regression else "KNeighborsClassifier"](n_neighbors=c.n_neighbors)
         raise PipelineError(f"unknown head kind {kind!r}")
 
+    def approximates(self, n_rows: int) -> bool:
+        """A kernel SVM on more than `max_kernel_rows` rows is fit as Nystroem + linear SVM on the CPU: an exact
+        kernel SVC's fit grows about quadratically in rows (benchmarks/RESULTS.md). cuML fits it exactly."""
+        c = self.cfg
+        return c.kind == "svm" and c.kernel != "linear" and n_rows > c.max_kernel_rows and self.backend != "cuml"
+
+    def _approx_svm(self, regression: bool, Xn: np.ndarray):
+        """The same kernel (and gamma, as SVC resolves 'scale'/'auto' on these rows), approximated by
+        min(1000, rows) Nystroem components, then a linear SVM (sklearn; seeded: reruns agree). Memory: the
+        features are rows x 1000 floats (4 GB at 1M rows in float32)."""
+        from sklearn.kernel_approximation import Nystroem
+        from sklearn.pipeline import make_pipeline
+        from sklearn.svm import LinearSVC, LinearSVR
+
+        c = self.cfg
+        gamma = c.gamma if not isinstance(c.gamma, str) else \
+            1.0 / (Xn.shape[1] * (Xn.var() if c.gamma == "scale" else 1.0) or 1.0)
+        k = min(1000, len(Xn))
+        log.info("head svm: %d rows > max_kernel_rows %d: Nystroem (%s kernel, %d components) + linear SVM",
+                 len(Xn), c.max_kernel_rows, c.kernel, k)
+        features = Nystroem(kernel=c.kernel, gamma=gamma, coef0=0, degree=3, n_components=k, random_state=0)
+        linear = LinearSVR(C=self.C, epsilon=c.epsilon, max_iter=5000) if regression else \
+            LinearSVC(C=self.C, max_iter=5000)
+        return make_pipeline(features, linear)
+
     def fit(self, X: np.ndarray, y: np.ndarray, X_cal: np.ndarray | None = None,
             y_cal: np.ndarray | None = None, calibrate: bool = True) -> "Head":
         """X (N, D) float; y as Task.encode gives it (class ids, 0/1 matrix, or original-scale values).
@@ -108,6 +137,7 @@ class Head:
         calibrate=False leaves `calibrators` for the caller to set (k-fold heads share cross-fitted ones)."""
         Xn = self._norm(X, fit=True)
         t = self.task
+        self.approx = self.approximates(len(Xn))  # decided once: the calibration folds use the same kind
         if self.cfg.kind == "mlp":
             from pipeline.heads.mlp import EmbeddingMLP
             c = self.cfg
@@ -116,10 +146,10 @@ class Head:
             return self
         if t.kind == "regression" or self.cfg.kind == "ridge":
             cols = self._regression_targets(y)
-            self.models = [self._make(True).fit(Xn, cols[:, k]) for k in range(cols.shape[1])]
+            self.models = [self._make(True, Xn).fit(Xn, cols[:, k]) for k in range(cols.shape[1])]
             return self
         ys = self.label_columns(y)
-        self.models = [self._make(False).fit(Xn, yk) for yk in ys]
+        self.models = [self._make(False, Xn).fit(Xn, yk) for yk in ys]
         if calibrate and self.needs_calibration:
             if self.cfg.calibration == "valid":
                 if X_cal is None:
@@ -181,7 +211,7 @@ class Head:
         else:  # cv: margins of models that did not see the row
             d = np.zeros((len(Xn), 1 if len(np.unique(y)) == 2 else len(np.unique(y))))
             for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(Xn, y):
-                d[te] = _margins(self._make(False).fit(Xn[tr], y[tr]), Xn[te])
+                d[te] = _margins(self._make(False, Xn[tr]).fit(Xn[tr], y[tr]), Xn[te])
             yc = y
         return platt(d, yc)
 
@@ -252,5 +282,5 @@ def fit_head(cfg: HeadParams, task: Task, X_train, y_train, X_valid, y_valid) ->
         log.info("head %s C=%g backend=%s valid loss %.4f", cfg.kind, C, backend, loss)
         if loss < best_loss:
             best, best_loss = head, loss
-    report.update(C=best.C, valid_loss=best_loss)
+    report.update(C=best.C, valid_loss=best_loss, kernel_approximation=best.approx)
     return best, report

@@ -175,3 +175,26 @@ def test_zarr_parquet_roundtrip(tmp_path, dtype):
     write_embeddings(tmp_path / "c", X, index.assign(id=index["id"][::-1].values))
     with pytest.raises(PipelineError, match="rows do not match"):
         read_features([tmp_path / "a", tmp_path / "c"])
+
+
+@pytest.mark.parametrize("calibration", ["valid", "cv"])
+def test_a_kernel_svm_above_max_kernel_rows_is_nystroem_plus_a_linear_svm(calibration, caplog, tmp_path):
+    """An RBF problem a linear SVM cannot solve (a ring): the approximation keeps the kernel's accuracy."""
+    import logging
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 4)).astype(np.float32)
+    y = (np.linalg.norm(X[:, :2], axis=1) > 1.2).astype(int)
+    task = Task("binary", classes=["0", "1"])
+    args = (task, X[:300], y[:300], X[300:400], y[300:400])
+    with caplog.at_level(logging.INFO):
+        approx, rep = fit_head(HeadParams(kind="svm", max_kernel_rows=100, calibration=calibration), *args)
+    exact, rep_exact = fit_head(HeadParams(kind="svm", calibration=calibration), *args)
+    assert rep["kernel_approximation"] and not rep_exact["kernel_approximation"]
+    assert "300 rows > max_kernel_rows 100: Nystroem (rbf kernel, 300 components)" in caplog.text
+    assert type(approx.models[0]).__name__ == "Pipeline" and type(exact.models[0]).__name__.endswith("SVC")
+    acc = {name: task.metrics(y[400:], h.scores(X[400:]))["accuracy"] for name, h in [("a", approx), ("e", exact)]}
+    assert acc["a"] > 0.85 and acc["a"] > acc["e"] - 0.05, acc
+    from pipeline.heads.store import load_head, save_head
+    save_head(approx, tmp_path)  # the stored head (allowlisted unpickler) predicts the same
+    assert np.array_equal(load_head(tmp_path).scores(X[400:]), approx.scores(X[400:]))

