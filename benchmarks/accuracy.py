@@ -187,7 +187,7 @@ def fit_member(r: Runner, kind: str, X: np.ndarray, seed: int) -> np.ndarray:
 def run_row(r: Runner, name: str, spec: dict, seed: int, overhead: float) -> dict:
     """One lever row for one training seed -> its accuracies, weights and seconds."""
     ft, pt = r.finetuned(spec, seed), r.pretrained(spec.get("max_length"))
-    ev = r.sel["valid"] | r.sel["test"]
+    ev = np.concatenate([np.flatnonzero(r.sel["valid"]), np.flatnonzero(r.sel["test"])])  # valid rows, then test
     n_va = int(r.sel["valid"].sum())
     members = {"mlp": ft["mlp"][ev]}
     t0 = time.perf_counter()
@@ -227,6 +227,7 @@ def run_row(r: Runner, name: str, spec: dict, seed: int, overhead: float) -> dic
             "best_member": best, "best_member_valid": member_valid[best],
             "best_member_test": acc(y_te, members[best][n_va:]), "mlp_valid": member_valid["mlp"],
             "mlp_test": acc(y_te, members["mlp"][n_va:]), "weights": dict(zip(names, map(float, w))),
+            "members": {n: [member_valid[n], acc(y_te, m[n_va:])] for n, m in members.items()},
             "finetune_s": float(ft["finetune_s"]), "embed_s": embed_s, "heads_s": heads_s, "ensemble_s": ens_s,
             "frozen_units": int(ft["frozen_units"]), "repro_s": total + overhead}
 
