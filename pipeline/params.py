@@ -137,6 +137,9 @@ class FinetuneParams(_Section):
     adapter_size: int = Field(16, gt=0)  # LoRA rank / bottleneck width
     hidden: int = Field(256, ge=0)  # MLP head hidden size; 0 = linear head
     dropout: float = Field(0.1, ge=0, lt=1)
+    # LP-FT: > 0 = first fit the head alone for this many epochs on the frozen backbone's embeddings of the
+    # train rows (early-stopped on valid), then fine-tune from it (pipeline/train/probe.py). 0 = random head.
+    probe_epochs: int = Field(0, ge=0)
     grad_clip: float = Field(1.0, ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     tf32: bool = True

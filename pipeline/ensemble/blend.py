@@ -11,7 +11,7 @@ an exact McNemar test for accuracy).
 """
 from __future__ import annotations
 
-import itertools
+import math
 from typing import Callable
 
 import numpy as np
@@ -23,8 +23,15 @@ from pipeline.data.tasks import Task
 def simplex_grid(n: int, step: float) -> np.ndarray:
     """All weight vectors of length n, multiples of step, >= 0, summing to 1. (M, n)."""
     k = int(round(1 / step))
-    pts = [c for c in itertools.product(range(k + 1), repeat=n - 1) if sum(c) <= k]
-    return np.array([[*c, k - sum(c)] for c in pts], dtype=np.float64) / k
+
+    def parts(m: int, left: int) -> list[list[int]]:  # the m-tuples summing to `left`, in itertools.product order
+        return [[left]] if m == 1 else [[i, *rest] for i in range(left + 1) for rest in parts(m - 1, left - i)]
+    return np.array(parts(n, k), dtype=np.float64).reshape(-1, n) / k
+
+
+def grid_size(n: int, step: float) -> int:
+    """len(simplex_grid(n, step)) without building it: C(k + n - 1, n - 1)."""
+    return math.comb(int(round(1 / step)) + n - 1, n - 1)
 
 
 def ranks(scores: np.ndarray) -> np.ndarray:
@@ -93,7 +100,7 @@ def fit_weights(task: Task, y_valid: np.ndarray, members: list[np.ndarray], step
     (one einsum and one vectorized loss per block): thousands of candidates cost well under a second."""
     loss = loss or objective_loss(task, "log_loss", "", method)
     n = len(members)
-    while n > 1 and len(simplex_grid(n, step)) > 20000:
+    while n > 1 and grid_size(n, step) > 20000:  # sizing by building each grid took hours at 10 members
         step *= 2
     grid = simplex_grid(n, step) if n > 1 else np.ones((1, 1))
     S = np.stack([ranks(m) for m in members] if method == "rank" else members).astype(np.float64)

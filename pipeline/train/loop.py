@@ -25,6 +25,7 @@ from pipeline.data.load import input_column, read_prepared
 from pipeline.io import content_hash, write_json, write_params
 from pipeline.models.classifier import Classifier, MLPHead
 from pipeline.train.optim import make_optimizer, param_groups, schedule_fn
+from pipeline.train.probe import probe_head
 from pipeline.params import FinetuneParams, Params
 from pipeline.train.distributed import finish_distributed, init_distributed, is_main, largest_fitting, memory_probe, shard, wrap
 from pipeline.models.autofreeze import AutoFreeze
@@ -237,6 +238,12 @@ def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = path
     # Checkpoints are keyed by everything that shapes the run, so a changed param never resumes a stale run.
     ckpt = checkpoints / f"{backbone}-{content_hash([params.seed, cfg.model_dump(), ft.model_dump(), len(df)])}"
     t0 = time.perf_counter()
+    probe = {}
+    if ft.probe_epochs:  # LP-FT: the head starts from a probe fit on the frozen backbone (train/probe.py)
+        probe = probe_head(head, encoder, task, (toks["train"], ys["train"]), (toks["valid"], ys["valid"]),
+                           ft.probe_epochs, params.seed, device, resolve_precision(ft.precision, device),
+                           ft.eval_batch_size)
+        log.info("LP-FT probe: %s", probe)
     live = LiveLogger(live_dir if is_main() else None)
     history = finetune(model, task, (toks["train"], ys["train"]), (toks["valid"], ys["valid"]), ft,
                        params.seed, device, checkpoint_dir=ckpt, on_epoch=live.epoch, on_step=live.step)
@@ -257,7 +264,7 @@ def run_finetune(params: Params, backbone: str, out: Path, data_dir: Path = path
                 np.concatenate([parts[s]["split"] for s in EVAL_SPLITS]),
                 np.concatenate([scores[s] for s in EVAL_SPLITS]), task.score_columns())
     write_json(out / "history.json", history)
-    summary = {"seconds": seconds, "device": str(device), "precision": precision, **history[-1]}
+    summary = {"seconds": seconds, "device": str(device), "precision": precision, **probe, **history[-1]}
     write_json(out / "summary.json", summary)
     live.end(summary)
     write_params(out, seed=params.seed, backbone=cfg, finetune=ft)

@@ -50,3 +50,23 @@ def test_speed_scripts_print_every_baseline_and_ours_on_a_few_rows(tmp_path, scr
     baselines = ("vs trainer_defaults", "vs trainer_tuned") if script == "finetune_speed.py" else \
         ("vs naive", "vs hf", "vs st")
     assert all(b in table["run"] for b in baselines), table["run"]
+
+
+@pytest.mark.slow
+def test_accuracy_levers_tiny_run(tmp_path):
+    """benchmarks/accuracy.py on 150 train rows and 16 tokens: one row per lever and seed, the table, the cache."""
+    cmd = [sys.executable, "benchmarks/accuracy.py", "--train-rows", "150", "--max-length-cap", "16",
+           "--only", "default", "lpft", "heads+logistic", "ens-equal", "--seeds", "42", "1",
+           "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "acc.json")]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "acc.json").read_text())["rows"]
+    assert [(x["row"], x["seed"]) for x in rows] == [(n, s) for s in (42, 1)
+                                                     for n in ("default", "lpft", "heads+logistic", "ens-equal")]
+    assert all(0 <= x[k] <= 1 for x in rows for k in ("valid_acc", "test_acc", "mlp_valid"))
+    assert all(abs(sum(x["weights"].values()) - 1) < 1e-9 for x in rows)
+    assert {"pt-logistic", "both-logistic"} <= set(rows[2]["weights"])
+    assert r.stdout.count("\n| ") == 5  # the header and 4 rows
+    # a fine-tune per (seed, lpft) and a pretrained pass: the head and ensemble rows reuse them
+    assert len(list((tmp_path / "cache").glob("ft-*.npz"))) == 4 and len(list((tmp_path / "cache").glob("pt-*.npz"))) == 1
