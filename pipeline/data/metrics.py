@@ -66,14 +66,21 @@ def f1_from_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray) -> np
     return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
 
 
-def f1_per_class(y: np.ndarray, pred: np.ndarray, n: int | None = None) -> np.ndarray:
-    """-> F1 of each class (class ids 0..n-1) or of each label column (0/1 matrices)."""
+def indicators(y: np.ndarray, pred: np.ndarray, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """-> (true, predicted) as boolean (N, C) matrices: one column per class of `classes` (default 0..the
+    largest id) for class ids, or the label columns themselves for 0/1 matrices."""
     y, pred = np.asarray(y), np.asarray(pred)
     if y.ndim == 2:
-        t, p = y.astype(bool), pred.astype(bool)
-    else:
-        classes = np.arange(n if n is not None else int(max(y.max(initial=0), pred.max(initial=0))) + 1)
-        t, p = y[:, None] == classes, pred[:, None] == classes
+        return y.astype(bool), pred.astype(bool)
+    if classes is None:
+        classes = range(int(max(y.max(initial=0), pred.max(initial=0))) + 1)
+    classes = np.asarray(list(classes))
+    return y[:, None] == classes, pred[:, None] == classes
+
+
+def f1_per_class(y: np.ndarray, pred: np.ndarray, n: int | None = None) -> np.ndarray:
+    """-> F1 of each class (class ids 0..n-1) or of each label column (0/1 matrices)."""
+    t, p = indicators(y, pred, None if n is None else range(n))
     return f1_from_counts((t & p).sum(0), p.sum(0), t.sum(0))
 
 
@@ -84,8 +91,7 @@ def support(y: np.ndarray, n: int) -> np.ndarray:
 
 def precision_recall(y: np.ndarray, pred: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per class id 0..n-1: precision TP / predicted and recall TP / actual, 0 where undefined."""
-    classes = np.arange(n)
-    t, p = np.asarray(y)[:, None] == classes, np.asarray(pred)[:, None] == classes
+    t, p = indicators(y, pred, range(n))
     tp = (t & p).sum(0)
     return np.where(p.sum(0) > 0, tp / np.maximum(p.sum(0), 1), 0.0), np.where(t.sum(0) > 0, tp / np.maximum(t.sum(0), 1), 0.0)
 

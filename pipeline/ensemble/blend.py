@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.data.metrics import f1_from_counts, midranks
+from pipeline.data.metrics import f1_from_counts, indicators, midranks
 from pipeline.data.tasks import Task
 
 
@@ -161,11 +161,8 @@ def row_counts(task: Task, name: str, y: np.ndarray, scores: np.ndarray) -> np.n
         return np.reshape(hard == y, (len(y), -1)).all(1)[:, None].astype(np.float64)
     if name not in ("f1", "f1_macro"):
         return None
-    if task.kind == "multilabel":  # one column per label
-        pred, true = hard.astype(bool), np.asarray(y).astype(bool)
-    else:
-        classes = [1] if name == "f1" else range(len(task.classes))
-        pred, true = np.stack([hard == c for c in classes], 1), np.stack([y == c for c in classes], 1)
+    # one column per label (multilabel), or per class: the positive one for f1, all for f1_macro
+    true, pred = indicators(y, hard, [1] if name == "f1" else range(len(task.classes)))
     return np.hstack([pred & true, pred, true]).astype(np.float64)
 
 
