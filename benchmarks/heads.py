@@ -14,14 +14,22 @@ scikit-learn-intelex when installed, cuML when a GPU and cuML are present.
 Each pair's test accuracy difference gets a paired bootstrap 95% interval and an exact McNemar p-value
 (pipeline.ensemble.blend.versus_best, 2,000 resamples). The k-fold rows also print their OOF accuracy.
 
+`--parallel` instead times a k-fold SVM with a C grid (`--folds` x `--grid` independent fits, as the head
+stage runs them) on the first feature set with `n_jobs` 1 against every core, for each backend, and checks
+that both give the same OOF scores bit for bit.
+
     python benchmarks/heads.py [--features minilm_ft minilm_pt both] [--folds 5] [--out results.json]
+    python benchmarks/heads.py --parallel --features minilm_ft --folds 3 --grid 1 3
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import time
+
+import numpy as np
 
 from pipeline import paths
 from pipeline.cache.store import read_features
@@ -45,15 +53,39 @@ def backends() -> list[str]:
     return out + (["cuml"] if cuml_available() else [])
 
 
+def parallel(params, labels, task, feats: str, k: int, grid: list[float]) -> None:
+    """k-fold SVM with a C grid on train + valid: n_jobs 1 against every core, per backend (warmed once)."""
+    X, index = read_features(feature_folders(params, feats), labels)
+    y = task.encode(index["label"])
+    dev = (index["split"] != "test").to_numpy()
+    cores = os.cpu_count() or 1
+    print(f"{feats}: {k} folds x C {grid} = {k * len(grid)} fits on {int(dev.sum())} rows, {cores} cores")
+    print(f"{'backend':10} {'n_jobs 1 s':>10} {'n_jobs ' + str(cores) + ' s':>10} {'speedup':>8}  OOF equal")
+    for backend in backends():
+        fit_folded(HeadParams(kind="svm", backend=backend), task, X[dev][:2000], y[dev][:2000], 2, params.seed)
+        t, oof = {}, {}
+        for jobs in (1, cores):
+            cfg = HeadParams(kind="svm", backend=backend, C_grid=grid, n_jobs=jobs)
+            t0 = time.perf_counter()
+            _, oof[jobs], _ = fit_folded(cfg, task, X[dev], y[dev], k, params.seed)
+            t[jobs] = time.perf_counter() - t0
+        print(f"{backend:10} {t[1]:10.2f} {t[cores]:10.2f} {t[1] / t[cores]:7.2f}x  "
+              f"{np.array_equal(oof[1], oof[cores])}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--features", nargs="+", default=["minilm_ft", "minilm_pt", "both"])
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--parallel", action="store_true", help="time n_jobs 1 against every core (see above)")
+    ap.add_argument("--grid", nargs="+", type=float, default=[1.0, 3.0])
     ap.add_argument("--out")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     params = load_params()
     labels, task = read_prepared(paths.DATA)
+    if args.parallel:
+        return parallel(params, labels, task, args.features[0], args.folds, args.grid)
     rows, pairs = [], []
     print(f"{'features':10} {'head':11} {'backend':10} {'rows':>6} {'fit s':>7} {'vs mlp':>7} {'acc':>7} {'auc':>7} "
           f"{'logloss':>8}")

@@ -179,6 +179,9 @@ MUTATIONS = [
              "c.kernel != \"linear\" and n_rows > c.max_kernel_rows", "c.kernel != \"linear\" and False",
              (f"{HEADS}::test_a_kernel_svm_above_max_kernel_rows_is_nystroem_plus_a_linear_svm",),
              "a kernel SVM on any number of rows is fit exactly (quadratic in rows)"),
+    Mutation("heads-fits-sequential", "pipeline/heads/folds.py", "pairs, jobs)", "pairs, 1)",
+             (f"{HEADS}::test_parallel_grid_and_folds_fit_on_threads_and_equal_the_sequential_fits",),
+             "the (C, fold) fits of a k-fold head run one after another whatever n_jobs says"),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -270,14 +272,39 @@ def _np(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
+def n_jobs(cfg: HeadParams, backend: str) -> int:
+    """Threads for the independent fits of a head (C grid x folds). auto: every core for scikit-learn's SVC,
+    whose libsvm fit is single-threaded and releases the GIL; 1 for the rest, which already use every core
+    (sklearnex, BLAS-backed solvers, torch) or a GPU. Threads, not processes: no worker re-imports
+    scikit-learn (1.7 s each), and results are bit-identical to the sequential fits (benchmarks/RESULTS.md)."""
+    if cfg.kind == "mlp":  # torch's global RNG drives its dropout: fits in threads would not be reproducible
+        return 1
+    if cfg.n_jobs != "auto":
+        return int(cfg.n_jobs)
+    return (os.cpu_count() or 1) if backend == "sklearn" and cfg.kind == "svm" else 1
+
+
+def fit_all(fn: Callable, items: Sequence, jobs: int) -> list:
+    """[fn(x) for x in items], on `jobs` threads when jobs > 1 (joblib), results in the order of `items`."""
+    if jobs <= 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=min(jobs, len(items)), backend="threading")(delayed(fn)(x) for x in items)
+
+
 def fit_head(cfg: HeadParams, task: Task, X_train, y_train, X_valid, y_valid) -> tuple[Head, dict]:
-    """Fit one head; with C_grid, one per C, keeping the best on validation. Returns (head, search report)."""
+    """Fit one head; with C_grid, one per C (in parallel: `n_jobs`), keeping the best on validation.
+    Returns (head, search report)."""
     backend = resolve_backend(cfg.backend)
     grid = cfg.C_grid or [cfg.C]
-    report, best, best_loss = {"backend": backend, "grid": {}}, None, np.inf
-    for C in grid:
+    jobs = n_jobs(cfg, backend)
+
+    def one(C):
         head = Head(cfg, task, backend, C).fit(X_train, y_train, X_valid, y_valid)
-        loss = task.selection_loss(y_valid, head.heldout_scores(X_valid, y_valid))
+        return head, task.selection_loss(y_valid, head.heldout_scores(X_valid, y_valid))
+    report, best, best_loss = {"backend": backend, "n_jobs": jobs, "grid": {}}, None, np.inf
+    for C, (head, loss) in zip(grid, fit_all(one, grid, jobs)):
         report["grid"][str(C)] = loss
         log.info("head %s C=%g backend=%s valid loss %.4f", cfg.kind, C, backend, loss)
         if loss < best_loss:

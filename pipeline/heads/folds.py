@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from pipeline import PipelineError
-from pipeline.heads.estimators import Head, platt, resolve_backend
+from pipeline.heads.estimators import Head, fit_all, n_jobs, platt, resolve_backend
 from pipeline.params import HeadParams
 from pipeline.data.tasks import Task
 
@@ -57,9 +57,8 @@ def _out_of_fold(folds: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _fit_once(cfg: HeadParams, task: Task, backend: str, C: float, X, y, folds) -> tuple[FoldedHead, np.ndarray]:
-    k = int(folds.max()) + 1
-    heads = [Head(cfg, task, backend, C).fit(X[folds != j], y[folds != j], calibrate=False) for j in range(k)]
+def _calibrated(heads: list[Head], X, y, folds) -> tuple[FoldedHead, np.ndarray]:
+    """The k fold heads of one C -> (FoldedHead, OOF scores)."""
     if heads[0].needs_calibration:
         # Stack the held-out margins of every fold and fit one calibrator per estimator on them.
         margins = [h.margins(X[folds == j]) for j, h in enumerate(heads)]  # [fold][estimator]
@@ -72,12 +71,17 @@ def _fit_once(cfg: HeadParams, task: Task, backend: str, C: float, X, y, folds) 
 
 def fit_folded(cfg: HeadParams, task: Task, X: np.ndarray, y: np.ndarray, k: int,
                seed: int) -> tuple[FoldedHead, np.ndarray, dict]:
-    """X, y: the development rows (train + valid). -> (head, OOF scores, report with the OOF loss per C)."""
+    """X, y: the development rows (train + valid). -> (head, OOF scores, report with the OOF loss per C).
+    Every (C, fold) fit is independent: they run together on `n_jobs` threads."""
     backend = resolve_backend(cfg.backend)
     folds = fold_ids(task, y, k, seed)
-    report, best = {"backend": backend, "folds": k, "grid": {}}, None
-    for C in cfg.C_grid or [cfg.C]:
-        head, oof = _fit_once(cfg, task, backend, C, X, y, folds)
+    grid, jobs = cfg.C_grid or [cfg.C], n_jobs(cfg, backend)
+    pairs = [(C, j) for C in grid for j in range(k)]
+    fitted = fit_all(lambda p: Head(cfg, task, backend, p[0]).fit(X[folds != p[1]], y[folds != p[1]],
+                                                                   calibrate=False), pairs, jobs)
+    report, best = {"backend": backend, "folds": k, "n_jobs": jobs, "grid": {}}, None
+    for i, C in enumerate(grid):
+        head, oof = _calibrated(fitted[i * k:(i + 1) * k], X, y, folds)
         loss = task.selection_loss(y, oof)
         report["grid"][str(C)] = loss
         log.info("head %s C=%g backend=%s %d-fold OOF loss %.4f", cfg.kind, C, backend, k, loss)

@@ -198,3 +198,61 @@ def test_a_kernel_svm_above_max_kernel_rows_is_nystroem_plus_a_linear_svm(calibr
     from pipeline.heads.store import load_head, save_head
     save_head(approx, tmp_path)  # the stored head (allowlisted unpickler) predicts the same
     assert np.array_equal(load_head(tmp_path).scores(X[400:]), approx.scores(X[400:]))
+
+
+def test_fit_all_runs_items_at_once_on_threads_and_keeps_their_order():
+    import threading
+
+    from pipeline.heads.estimators import fit_all
+
+    gate = threading.Barrier(2, timeout=20)  # passes only when two items run at the same time
+
+    def fn(x):
+        gate.wait()
+        return x * 10
+    assert fit_all(fn, [1, 2, 3, 4], jobs=2) == [10, 20, 30, 40]
+    assert fit_all(lambda x: x + 1, [1, 2], jobs=1) == [2, 3]
+
+
+def test_n_jobs_auto_uses_every_core_only_for_single_threaded_svm_fits():
+    import os
+
+    from pipeline.heads.estimators import n_jobs
+
+    assert n_jobs(HeadParams(kind="svm"), "sklearn") == os.cpu_count()
+    assert n_jobs(HeadParams(kind="svm"), "sklearnex") == 1  # already multithreaded: 0.89x in threads
+    assert n_jobs(HeadParams(kind="logistic"), "sklearn") == 1
+    assert n_jobs(HeadParams(kind="svm", n_jobs=3), "sklearnex") == 3
+    assert n_jobs(HeadParams(kind="mlp", n_jobs=3), "sklearn") == 1  # torch's global RNG: not in threads
+
+
+@pytest.mark.parametrize("folds", [0, 3])
+def test_parallel_grid_and_folds_fit_on_threads_and_equal_the_sequential_fits(folds, monkeypatch):
+    """Every (C, fold) fit runs on the joblib threads (several at once), and the chosen head, its scores and
+    the report are the same as with n_jobs 1: threads change when a fit runs, not what it computes."""
+    import threading
+
+    from pipeline.heads import estimators
+
+    threads, real_fit = set(), estimators.Head.fit
+
+    def recording_fit(self, *a, **kw):
+        threads.add(threading.get_ident())
+        return real_fit(self, *a, **kw)
+    X, y = blobs(n=300, k=3, sep=1.0)
+    task = Task("multiclass", classes=["a", "b", "c"])
+    out = {}
+    for jobs in (1, 2):
+        cfg = HeadParams(kind="svm", backend="sklearn", C_grid=[0.1, 1.0, 10.0], n_jobs=jobs)
+        threads.clear()
+        monkeypatch.setattr(estimators.Head, "fit", recording_fit)
+        if folds:
+            head, oof, rep = fit_folded(cfg, task, X, y, folds, seed=0)
+        else:
+            (head, rep), oof = fit_head(cfg, task, X[:200], y[:200], X[200:250], y[200:250]), None
+        monkeypatch.setattr(estimators.Head, "fit", real_fit)
+        out[jobs] = (head.scores(X[250:]), oof, rep, set(threads))
+    assert out[1][3] == {threading.get_ident()} and threading.get_ident() not in out[2][3]
+    assert len(out[2][3]) == 2 and out[2][2]["n_jobs"] == 2
+    assert np.array_equal(out[1][0], out[2][0]) and (folds == 0 or np.array_equal(out[1][1], out[2][1]))
+    assert {k: v for k, v in out[1][2].items() if k != "n_jobs"} == {k: v for k, v in out[2][2].items() if k != "n_jobs"}
