@@ -13,7 +13,8 @@ Rows, each timed over the same texts after a warm-up of its own:
                 autocast at that precision);
 - onnx / onnx int8 / openvino / openvino int8: `embed.backend` (pipeline/cache/runtimes.py) on the same bucketed
                 batches, the encoder exported once (the export time is printed, not counted).
-For each: samples/s, the ratio to naive, to hf padding, to st and to the current best torch path (bf16), the
+For each: samples/s, the ratio to naive, to hf padding, to st and to the embed stage's default torch path
+(`ours_auto`: ours at what `precision: auto` picks on this machine, bf16 with bf16 units, else fp32), the
 mean cosine to our fp32 embeddings (cosine ignores the norm, so st's normalized vectors compare directly with our
 unnormalized mean pooling), and the test accuracy of the default SVM head (`heads.svm`, fit on train,
 calibrated on valid) on that cache, so speed is not bought with accuracy.
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.devices import pick_device, resolve_precision
 from pipeline.cache.embed import embed_frame
 from pipeline.data.batching import tokenize
 from pipeline.data.load import prepare_dataset
@@ -107,7 +109,8 @@ def main() -> None:
                                X[split == "valid"], y[split == "valid"])
             acc = task.metric("accuracy", y[split == "test"], head.scores(X[split == "test"]))
             results[name] = dict(sps=len(texts) / secs, cos=cos, acc=acc, export=export_s)
-    base = {k: results[k]["sps"] for k in ("naive", "hf", "st", "ours_bf16") if k in results}
+    auto = f"ours_{resolve_precision('auto', pick_device())}"  # the stage's default on this machine
+    base = {k if k != auto else "ours_auto": results[k]["sps"] for k in ("naive", "hf", "st", auto) if k in results}
     head = "| run | samples/s | " + " | ".join(f"vs {k}" for k in base) + " | cosine to ours fp32 | SVM test acc | export s |"
     print("\n" + head + "\n" + "|---" * (head.count("|") - 1) + "|")
     for name in args.runs:
