@@ -29,7 +29,8 @@ def embeddings(source: str) -> Path:
 
 
 def head(features: str, head_name: str) -> Path:
-    return HEADS / f"{features}-{head_name}"
+    """The fit of head `head_name` on `features`: inside the head stage's folder artifacts/heads/<head>."""
+    return HEADS / head_name / features
 
 
 def preds(model: str) -> Path:
@@ -38,7 +39,8 @@ def preds(model: str) -> Path:
         return ENSEMBLE / "preds.parquet"
     if model.startswith("mlp-"):
         return finetune(model.removeprefix("mlp-")) / "preds.parquet"
-    return HEADS / model / "preds.parquet"
+    features, head_name = model.rsplit("-", 1)  # names hold no '-' (params.NAME)
+    return head(features, head_name) / "preds.parquet"
 
 
 def live(stage: str, name: str) -> Path:
@@ -46,10 +48,10 @@ def live(stage: str, name: str) -> Path:
     return Path("dvclive") / f"{stage}-{name}"
 
 
-def stale_folders(backbones, sources, features_heads) -> list[Path]:
+def stale_folders(backbones, sources, heads) -> list[Path]:
     """Folders under artifacts/{pretrained,finetune,embeddings,heads} that no current stage writes (left by a
-    removed backbone, source or head). `features_heads`: every (features, head) pair."""
+    removed backbone, source or head)."""
     expected = {ART / "pretrained": set(backbones), ART / "finetune": set(backbones),
-                EMBEDDINGS: set(sources), HEADS: {head(f, h).name for f, h in features_heads}}
+                EMBEDDINGS: set(sources), HEADS: set(heads)}
     return sorted(d for parent, names in expected.items() if parent.is_dir()
                   for d in parent.iterdir() if d.is_dir() and d.name not in names)

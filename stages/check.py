@@ -3,7 +3,7 @@ removed backbones, sources and heads -> artifacts/names/{sources,models}.json.
 
 Each stage validates the file when it runs, but an edit that no stage reads (an unknown top-level key, a
 misspelt section) reruns no stage, so without this one it would be silently ignored. Left-over folders would
-change the hash of artifacts/heads and artifacts/embeddings, which ensemble, evaluate and head-concat read
+change the hash of artifacts/heads and artifacts/embeddings, which ensemble, evaluate and the head stages read
 whole: their dvc.lock would then not match a clean checkout. They run after this stage (they depend on
 its outputs), and evaluate reruns when the set of models changes.
 """
@@ -26,13 +26,11 @@ def main() -> None:
 
     def body(args) -> str:
         params = load_params(args.params)
-        features = list(params.sources) + list(params.concat)
-        stale = paths.stale_folders(params.backbones, params.sources,
-                                    [(f, h) for f in features for h in params.heads])
+        stale = paths.stale_folders(params.backbones, params.sources, params.heads)
         for d in stale:
             log.info("removing %s: no stage of params.yaml writes it", d)
             shutil.rmtree(d)
-        # two files, so that a new head does not rerun head-concat of the other heads
+        # two files, so that a new head does not rerun the head stages of the other heads
         for out, names in ((paths.SOURCE_NAMES, sorted(params.sources)), (paths.MODEL_NAMES, params.model_names())):
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

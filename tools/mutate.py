@@ -182,6 +182,17 @@ MUTATIONS = [
     Mutation("heads-fits-sequential", "pipeline/heads/folds.py", "pairs, jobs)", "pairs, 1)",
              (f"{HEADS}::test_parallel_grid_and_folds_fit_on_threads_and_equal_the_sequential_fits",),
              "the (C, fold) fits of a k-fold head run one after another whatever n_jobs says"),
+    Mutation("head-fits-never-reused", "pipeline/heads/fit.py",
+             'if (old / INPUTS).is_file() and read_json(old / INPUTS).get("key") == key:', "if False:",
+             ("tests/heads/test_fit.py::test_one_stage_fits_every_feature_set_and_reuses_only_what_did_not_change",),
+             "the head stage refits every feature set on every rerun (one stage per head loses per-pair reruns)"),
+    Mutation("head-fingerprint-ignores-features", "pipeline/heads/fit.py",
+             '"features": {str(f): files(f) for f in feature_folders(params, features)},', '"features": {},',
+             ("tests/heads/test_fit.py::test_one_stage_fits_every_feature_set_and_reuses_only_what_did_not_change",),
+             "a fit is reused after its feature store changed (a new fine-tune keeps the old head)"),
+    Mutation("head-fingerprint-ignores-code", "pipeline/heads/fit.py", '"seed": params.seed, "code": code,',
+             '"seed": params.seed,', ("tests/heads/test_fit.py::test_new_labels_or_new_code_refit_every_feature_set",),
+             "a fit made by other pipeline code is reused after a code change"),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 

@@ -44,7 +44,7 @@ def repo(tmp_path_factory, tiny_model_dir):
 def test_full_repro_and_artifacts(repo):
     out = sh(repo, "dvc", "repro")
     assert ran(out) == {"check", "prepare", "pretrained@minilm", "finetune@minilm", "embed@minilm_ft", "embed@minilm_pt",
-                        "head@minilm_ft-svm", "head@minilm_pt-svm", "head-concat@both-svm", "ensemble", "evaluate"}
+                        "head@svm", "ensemble", "evaluate"}
     art = repo / "artifacts"
     data = pd.read_parquet(art / "data" / "dataset.parquet")
     assert list(data.columns) == ["id", "text", "label", "split"] and len(data) == 240
@@ -59,7 +59,7 @@ def test_full_repro_and_artifacts(repo):
         assert json.loads((art / "embeddings" / src / "summary.json").read_text())["embedded"] == 240
     assert (art / "finetune" / "minilm" / "model" / "model.safetensors").exists()
     assert (art / "finetune" / "minilm" / "head.safetensors").exists()
-    for m in ("finetune/minilm", "heads/minilm_ft-svm", "heads/minilm_pt-svm", "heads/both-svm", "ensemble"):
+    for m in ("finetune/minilm", "heads/svm/minilm_ft", "heads/svm/minilm_pt", "heads/svm/both", "ensemble"):
         preds = pd.read_parquet(art / m / "preds.parquet")
         assert set(preds["split"]) == {"valid", "test"} and "score_fresh" in preds
         assert (art / m / "params.yaml").exists()  # resolved params recorded beside every artifact
@@ -99,11 +99,12 @@ def test_predict_reproduces_the_stored_ensemble(repo):
     assert r.returncode == 2 and "bad.csv: missing column 'text'" in r.stderr and not (repo / "p.csv").exists()
 
 
-@pytest.mark.parametrize("argv", [["stages.head", "minilm_pt", "svm"], ["stages.head", "both", "svm"],
-                                  ["stages.ensemble"], ["stages.evaluate"]])
+@pytest.mark.parametrize("argv", [["stages.head", "svm"], ["stages.ensemble"], ["stages.evaluate"]])
 def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
     """Changing heads.svm.C must cost seconds: these stages do their work without torch/transformers/timm,
     whose import alone costs seconds per stage. The stage really runs; then its modules are listed."""
+    if argv[0] == "stages.head":  # no previous fit to reuse: it fits on every feature set, sources and concat
+        shutil.rmtree(repo / "artifacts/heads/svm")
     code = ("import runpy, sys; sys.argv = %r; runpy.run_module(%r, run_name='__main__'); "
             "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'timm', 'torchvision', 'peft') "
             "if m in sys.modules)); print('SKLEARN', 'sklearn' in sys.modules)" % (argv, argv[0]))
@@ -111,6 +112,8 @@ def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
     assert "HEAVY []" in out, out[-2000:]
     if argv == ["stages.ensemble"]:  # binary, accuracy: numpy metrics, numpy folds; no scikit-learn import
         assert "SKLEARN False" in out, out[-2000:]
+    if argv[0] == "stages.head":
+        assert fits(repo, "svm")["fitted"] == ["minilm_ft", "minilm_pt", "both"], out[-2000:]
     sh(repo, "dvc", "commit", "-f", "-q")  # the rerun rewrote outputs DVC already had: same content, same lock
 
 
@@ -134,11 +137,17 @@ def test_unchanged_rerun_does_nothing(repo):
     assert ran(out) == set(), out
 
 
+def fits(repo: Path, head: str) -> dict:
+    """The head stage's summary: which feature sets it fit and which it reused from its previous run."""
+    return json.loads((repo / "artifacts/heads" / head / "summary.json").read_text())
+
+
 def test_changing_svm_C_reruns_only_heads_and_after(repo):
     set_param(repo, "heads.svm.C", 3.0)
     out = sh(repo, "dvc", "repro")
-    assert ran(out) == {"check", "head@minilm_ft-svm", "head@minilm_pt-svm", "head-concat@both-svm", "ensemble",
-                        "evaluate"}
+    assert ran(out) == {"check", "head@svm", "ensemble", "evaluate"}
+    f = fits(repo, "svm")
+    assert (f["fitted"], f["reused"]) == (["minilm_ft", "minilm_pt", "both"], [])
 
 
 def test_adding_a_head_runs_only_its_stages(repo):
@@ -146,8 +155,7 @@ def test_adding_a_head_runs_only_its_stages(repo):
     p["heads"]["logreg"] = {"kind": "logistic", "C": 1.0}
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     out = sh(repo, "dvc", "repro")
-    assert ran(out) == {"check", "head@minilm_ft-logreg", "head@minilm_pt-logreg", "head-concat@both-logreg",
-                        "ensemble", "evaluate"}
+    assert ran(out) == {"check", "head@logreg", "ensemble", "evaluate"}
     assert "minilm_pt-logreg" in json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
 
 
@@ -157,15 +165,14 @@ def test_kfold_heads_write_oof_rows_and_the_ensemble_fits_on_them(repo):
     p["ensemble"]["members"] = ["minilm_pt-svm", "minilm_pt-logreg"]
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     out = sh(repo, "dvc", "repro")
-    assert ran(out) == {"check", "head@minilm_ft-svm", "head@minilm_pt-svm", "head-concat@both-svm", "ensemble",
-                        "evaluate"}
+    assert ran(out) == {"check", "head@svm", "ensemble", "evaluate"}
     art, data = repo / "artifacts", pd.read_parquet(repo / "artifacts/data/dataset.parquet")
     n = data["split"].value_counts()
-    pt = pd.read_parquet(art / "heads/minilm_pt-svm/preds.parquet")["split"].value_counts()
+    pt = pd.read_parquet(art / "heads/svm/minilm_pt/preds.parquet")["split"].value_counts()
     assert pt.to_dict() == n.to_dict()  # pretrained features: OOF for every train and valid row
-    ft = pd.read_parquet(art / "heads/minilm_ft-svm/preds.parquet")["split"].value_counts()
+    ft = pd.read_parquet(art / "heads/svm/minilm_ft/preds.parquet")["split"].value_counts()
     assert set(ft.index) == {"valid", "test"}  # the fine-tuned backbone saw the train labels
-    rep = json.loads((art / "heads/minilm_pt-svm/report.json").read_text())
+    rep = json.loads((art / "heads/svm/minilm_pt/report.json").read_text())
     assert rep["folds"] == 3 and rep["oof_rows"] == n["train"] + n["valid"]
     # logreg has no folds: it predicts no train rows, so the weights are fit on valid only ...
     assert json.loads((art / "ensemble/weights.json").read_text())["fit_rows"] == {"valid": n["valid"], "train_oof": 0}
@@ -184,7 +191,7 @@ def test_a_removed_head_leaves_no_folder_and_the_lock_matches_a_clean_checkout(r
     p["ensemble"]["members"] = ["minilm_pt-svm"]
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     assert {"check", "ensemble", "evaluate"} <= ran(sh(repo, "dvc", "repro"))
-    assert not list((repo / "artifacts/heads").glob("*logreg*"))
+    assert not list((repo / "artifacts/heads").glob("*logreg*")) and (repo / "artifacts/heads/svm").is_dir()
     assert not any("logreg" in m for m in json.loads((repo / "artifacts/evaluate/metrics.json").read_text()))
     for folder in ("heads", "embeddings", "finetune"):
         shutil.rmtree(repo / "artifacts" / folder)
@@ -207,7 +214,10 @@ def test_changing_a_finetune_param_never_reruns_prepare(repo):
     out = sh(repo, "dvc", "repro")
     stages = ran(out)
     assert "finetune@minilm" in stages and "embed@minilm_ft" in stages
-    assert not stages & {"prepare", "pretrained@minilm", "embed@minilm_pt", "head@minilm_pt-svm"}
+    assert not stages & {"prepare", "pretrained@minilm", "embed@minilm_pt"}
+    # the head stage reruns for the fine-tuned features; the pretrained source's fit is reused, not refit
+    f = fits(repo, "svm")
+    assert (f["fitted"], f["reused"]) == (["minilm_ft", "both"], ["minilm_pt"])
 
 
 def lock_outs(repo: Path, stage: str) -> list:
@@ -219,12 +229,12 @@ def test_a_new_split_reruns_the_label_consumers_but_not_the_pretrained_embedding
     before = lock_outs(repo, "embed@minilm_pt")
     set_param(repo, "data.valid_frac", 0.2)
     stages = ran(sh(repo, "dvc", "repro"))
-    assert {"prepare", "finetune@minilm", "embed@minilm_ft", "head@minilm_pt-svm", "head@minilm_ft-svm",
-            "head-concat@both-svm", "ensemble", "evaluate"} <= stages, stages
+    assert {"prepare", "finetune@minilm", "embed@minilm_ft", "head@svm", "ensemble", "evaluate"} <= stages, stages
+    assert fits(repo, "svm")["reused"] == []  # new labels and splits: every feature set is refit
     assert not stages & {"embed@minilm_pt", "pretrained@minilm"}, stages
     assert lock_outs(repo, "embed@minilm_pt") == before
     data = pd.read_parquet(repo / "artifacts/data/dataset.parquet")
-    pt = pd.read_parquet(repo / "artifacts/heads/minilm_pt-svm/preds.parquet")
+    pt = pd.read_parquet(repo / "artifacts/heads/svm/minilm_pt/preds.parquet")
     assert (pt["split"] == "valid").sum() == (data["split"] == "valid").sum()  # the head saw the new split
     # the fine-tuned source re-embeds, but its new weights share no key with the old store
     assert json.loads((repo / "artifacts/embeddings/minilm_ft/summary.json").read_text())["reused"] == 0

@@ -46,7 +46,7 @@ def build(root, params: Params, df: pd.DataFrame, monkeypatch) -> dict:
     write_json(data / "task.json", fit_target_scale(Task("regression"), df).to_dict())
     outs = {"finetune/minilm": lambda o: run_finetune(params, "minilm", o, checkpoints=root / "ckpt")}
     outs.update({f"embeddings/{s}": (lambda o, s=s: run_embed(params, s, o)) for s in params.sources})
-    outs.update({f"heads/{f}-svm": (lambda o, f=f: run_head(params, f, "svm", o))
+    outs.update({f"heads/svm/{f}": (lambda o, f=f: run_head(params, f, "svm", o))
                  for f in [*params.sources, *params.concat]})
     outs["ensemble"] = lambda o: run_ensemble(params, o)
     got = {"task": (data / "task.json").read_text()}

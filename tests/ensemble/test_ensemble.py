@@ -41,7 +41,7 @@ def project(tmp_path, monkeypatch, objective="log_loss", fallback=True) -> Param
     pd.DataFrame({"id": ids, "text": "x", "label": np.asarray(TASK.classes)[y], "split": split}).to_parquet(
         data / "dataset.parquet")
     write_json(data / "task.json", TASK.to_dict())
-    for name, s in (("src-a", a), ("src-b", b)):
+    for name, s in (("a/src", a), ("b/src", b)):  # artifacts/heads/<head>/<features>: src-a, src-b
         (tmp_path / "artifacts/heads" / name).mkdir(parents=True)
         write_preds(tmp_path / "artifacts/heads" / name / "preds.parquet", ids, split, s, TASK.score_columns())
     return Params.model_validate({
@@ -61,7 +61,7 @@ def test_log_loss_blend_that_loses_accuracy_falls_back_to_the_best_member(tmp_pa
     assert check["metric"] == "f1_macro" and check["best_member"] == "src-a" and check["gain"] < 0
     assert check["fallback"] and rep["weights"] == {"src-a": 1.0, "src-b": 0.0}
     preds = pd.read_parquet(out / "preds.parquet")
-    a = pd.read_parquet(tmp_path / "artifacts/heads/src-a/preds.parquet")
+    a = pd.read_parquet(tmp_path / "artifacts/heads/a/src/preds.parquet")
     assert list(preds.columns) == ["id", "split", "score_neg", "score_neu", "score_pos"]
     assert np.array_equal(preds[TASK.score_columns()].to_numpy(), a[TASK.score_columns()].to_numpy())
 

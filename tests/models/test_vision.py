@@ -63,7 +63,7 @@ def test_images_through_dvc_repro(tmp_path, task):
         p["evaluate"] = {"primary": "rmse"}
     make_repo(repo, p)
     out = sh(repo, "dvc", "repro")
-    assert {"prepare", "finetune@vit", "embed@vit_ft", "embed@vit_pt", "head@vit_pt-svm", "evaluate"} <= ran(out)
+    assert {"prepare", "finetune@vit", "embed@vit_ft", "embed@vit_pt", "head@svm", "evaluate"} <= ran(out)
     art = repo / "artifacts"
     ds = pd.read_parquet(art / "data/dataset.parquet")
     assert list(ds.columns) == ["id", "image", "image_sha", "label", "split"] and len(ds) == 48
@@ -74,7 +74,7 @@ def test_images_through_dvc_repro(tmp_path, task):
     assert set(metrics) == {"mlp-vit", "vit_ft-svm", "vit_pt-svm", "ensemble", "ensemble_valid", "ensemble_vs_best"}
     if task == "regression":
         # scores come back on the original scale (0..100), RMSE reported on it
-        test = pd.read_parquet(art / "heads/vit_pt-svm/preds.parquet")
+        test = pd.read_parquet(art / "heads/svm/vit_pt/preds.parquet")
         assert test["score"].between(0, 100).all() and test["score"].max() > 1
         assert 0 < metrics["vit_pt-svm"]["rmse"] < 3 * ds["label"].std()
     else:

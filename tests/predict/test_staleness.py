@@ -26,8 +26,8 @@ def test_every_folder_predict_reads_is_checked(tmp_path, monkeypatch):
     want = expected_records(p, members, parts.get)
     assert {str(f) for f in want} == {
         "artifacts/data", "artifacts/ensemble", "artifacts/finetune/minilm", "artifacts/pretrained/minilm",
-        "artifacts/embeddings/minilm_ft", "artifacts/embeddings/minilm_pt", "artifacts/heads/minilm_ft-svm",
-        "artifacts/heads/minilm_pt-svm", "artifacts/heads/both-svm"}
+        "artifacts/embeddings/minilm_ft", "artifacts/embeddings/minilm_pt", "artifacts/heads/svm/minilm_ft",
+        "artifacts/heads/svm/minilm_pt", "artifacts/heads/svm/both"}
     for folder, sections in want.items():
         folder.mkdir(parents=True)
         write_params(folder, **sections)
