@@ -164,8 +164,8 @@ def measure(work: Path, n: int, model: Path, extras: bool, shard_rows: int) -> d
     assert not [p for p in progress if ".partial-" in p.name], progress
 
     def first_shard_done() -> bool:
-        return any(json.loads(f.read_text())["done"] for f in (work / "artifacts/.tmp").glob("*.partial-*/progress.json")
-                   if f.stat().st_size)
+        return any(json.loads(f.read_text())["done"] for f in
+                   (work / "artifacts/.tmp").glob("*.partial-*/progress*.json") if f.stat().st_size)
     killed = embed(work, kill_when=first_shard_done)
     resumed = checked(embed(work), "resumed embed")
     line = re.search(r"resuming .* from shard \d+ of \d+[^\n]*", resumed["log"])
