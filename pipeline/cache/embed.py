@@ -142,9 +142,8 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     def first_dim() -> int:  # several ranks: the array exists before any rank writes
         return dim or embed_frame(encoder, items.iloc[:1].reset_index(drop=True), e, device).shape[1]
 
-    writer, mine = shared_writer(partial_folder(final, key["key"], df["input_hash"].to_numpy(), e.shard_rows,
-                                                e.chunk_rows, e.dtype), len(df), e.dtype, e.shard_rows,
-                                 e.chunk_rows, rank, world, first_dim, barrier)
+    part = partial_folder(final, key["key"], df["input_hash"].to_numpy(), e.shard_rows, e.chunk_rows, e.dtype)
+    writer, mine = shared_writer(part, len(df), e.dtype, e.shard_rows, e.chunk_rows, rank, world, first_dim, barrier)
     seconds, embedded, reused = 0.0, 0, 0
     resumed = sum(hi - lo for lo, hi in map(writer.rows, writer.done))
     for s in mine:

@@ -126,7 +126,7 @@ def test_ranks_get_disjoint_round_robin_shares_of_the_pending_shards():
     assert assign([0, 1], 0, 1) == [0, 1] and [assign([0], r, 2) for r in range(2)] == [[0], []]  # rank 1 idles
 
 
-def test_each_rank_records_its_own_progress_and_a_killed_two_rank_write_resumes_under_one_or_two(tmp_path):
+def test_per_rank_progress_and_a_killed_two_rank_write_resumed_by_one_or_two(tmp_path):
     X = np.random.default_rng(1).normal(size=(100, 6)).astype(np.float32)
     part = partial_folder(tmp_path / "final", "k", [f"h{i}" for i in range(100)], 16, 8, "float32")
     no_barrier = lambda: None  # noqa: E731 - one process plays the ranks in turn, which a barrier would order
