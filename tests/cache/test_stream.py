@@ -1,6 +1,7 @@
 """The embed stage's writer streams shards into a sharded Zarr v3 store and resumes a killed run from its last
 finished shard: the result equals an uninterrupted run bit for bit, and a partial for other inputs is deleted.
 Under torchrun, ranks split the shards, keep one progress file each, and make the store one process makes."""
+import importlib.util
 import json
 import logging
 import os
@@ -179,24 +180,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun(ranks: int) -> list[str]:
+    return ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port", str(free_port())]
+
+
+def embed_stage(folder, into: str, launcher: list[str] = (), start_from: str | None = None) -> str:
+    """The embed stage of minilm_pt in `folder` (under `launcher`, gloo ranks of 1 thread each; none: one process
+    of 1 thread) on top of the store `folder`/`start_from` (none: from no store); the store is copied to
+    `folder`/`into` -> the log."""
+    store = folder / "artifacts/embeddings/minilm_pt"
+    shutil.rmtree(store, ignore_errors=True)
+    if start_from:
+        shutil.copytree(folder / start_from, store)
+    r = subprocess.run([sys.executable, *launcher, "-m", "stages.embed", "minilm_pt"], cwd=folder, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    shutil.copytree(store, folder / into)
+    return r.stderr
+
+
 @pytest.mark.slow
 def test_two_torchrun_ranks_split_the_shards_and_write_the_store_one_process_writes(tmp_path, tiny_params):
     small_corpus(tmp_path, tiny_params, 150)  # 10 shards of 16 rows
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    store = tmp_path / "artifacts/embeddings/minilm_pt"
 
     def embed(ranks: int, into: str, start_from: str | None = None) -> str:
-        """The embed stage in `ranks` processes (torchrun, gloo) on top of the store `start_from` -> its log."""
-        shutil.rmtree(store, ignore_errors=True)
-        if start_from:
-            shutil.copytree(tmp_path / start_from, store)
-        launch = ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
-                  str(free_port())] if ranks > 1 else []
-        r = subprocess.run([sys.executable, *launch, "-m", "stages.embed", "minilm_pt"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-3000:]
-        shutil.copytree(store, tmp_path / into)
-        return r.stderr
+        return embed_stage(tmp_path, into, torchrun(ranks) if ranks > 1 else [], start_from)
 
     log = embed(2, "two")
     embed(1, "one")
@@ -217,3 +226,17 @@ def test_two_torchrun_ranks_split_the_shards_and_write_the_store_one_process_wri
     s = json.loads((tmp_path / "two+/summary.json").read_text())
     assert [(r["embedded"], r["reused"]) for r in s["per_rank"]] == [(16, 80), (14, 70)]  # rows 150-179 new
     assert np.array_equal(read_vectors(tmp_path / "two+")[:150], read_vectors(tmp_path / "two"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="accelerate is not installed")
+def test_accelerate_launch_splits_the_shards_the_same_way(tmp_path, tiny_params):
+    """`accelerate launch --multi_gpu` starts torch's launcher (gloo ranks on a CPU); `--cpu` would start one."""
+    small_corpus(tmp_path, tiny_params, 150)
+    log = embed_stage(tmp_path, "two", ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                                        "--main_process_port", str(free_port())])
+    embed_stage(tmp_path, "one")
+    assert store_bytes(tmp_path / "two") == store_bytes(tmp_path / "one")
+    s = json.loads((tmp_path / "two/summary.json").read_text())
+    assert [r["shards"] for r in s["per_rank"]] == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]], log[-2000:]
