@@ -3,6 +3,7 @@ and which process group a torchrun/accelerate rank joins (fine-tuning's DDP and 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import random
@@ -58,9 +59,10 @@ def is_main() -> bool:
     return dist_env()[0] == 0
 
 
-def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+def init_distributed(device: torch.device, timeout_s: float | None = None) -> tuple[int, int, torch.device]:
     """Join the process group when launched by torchrun/accelerate (NCCL on GPUs, gloo on CPU; multi-node
-    through the launcher's MASTER_ADDR/MASTER_PORT). Returns (rank, world, this rank's device)."""
+    through the launcher's MASTER_ADDR/MASTER_PORT). `timeout_s`: how long a collective may wait (None: torch's
+    default, 10 min for NCCL, 30 for gloo). Returns (rank, world, this rank's device)."""
     rank, world, local = dist_env()
     if world == 1:
         return 0, 1, device
@@ -78,7 +80,8 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=None if timeout_s is None else datetime.timedelta(seconds=timeout_s))
     log.info("process group: rank %d of %d on %s (%s)", rank, world, device, dist.get_backend())
     return rank, world, device
 

@@ -38,6 +38,7 @@ from pipeline.cache.store import copy_rows, reusable, write_index
 from pipeline.cache.stream import partial_folder, shared_writer
 
 log = logging.getLogger(__name__)
+WAIT_S = 24 * 3600  # how long a rank may wait for the others under a launcher
 
 
 def embed_frame(encoder, items, cfg_embed, device) -> np.ndarray:
@@ -120,7 +121,9 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     e = params.embed
     df = read_inputs(inputs_dir)
     encoder = source_encoder(params, source)
-    rank, world, device = init_distributed(pick_device())
+    # a rank done with its shards waits for the slowest (up to a shard's work; all of it for a rank with no
+    # shard): longer than torch's default timeouts on a slow device. A failed rank is stopped by the launcher.
+    rank, world, device = init_distributed(pick_device(), timeout_s=WAIT_S)
     runtime = {}
     if e.backend != "torch":  # export once into this artifact; predict runs the same file
         from pipeline.cache.runtimes import export
@@ -164,11 +167,11 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
         writer.write(s, block)
         embedded, reused = embedded + len(todo), reused + int(h.sum())
         log.debug("embed %s: shard %d of %d written (%d embedded)", source, s, writer.n_shards, len(todo))
-    stats = {"rank": rank, "shards": mine, "embedded": embedded, "reused": reused, "seconds": seconds}
-    per_rank = gather(stats)  # also waits until every rank's shards are written and recorded
     if world > 1:
         log.info("embed %s: rank %d of %d wrote shards %s: %d rows embedded, %d reused", source, rank, world,
                  mine, embedded, reused)
+    stats = {"rank": rank, "shards": mine, "embedded": embedded, "reused": reused, "seconds": seconds}
+    per_rank = gather(stats)  # also waits until every rank's shards are written and recorded
     if rank:
         finish_distributed()
         return {**stats, "shards": len(mine), "note": "rank 0 writes the store"}

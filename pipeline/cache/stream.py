@@ -160,7 +160,7 @@ def shared_writer(folder: Path, n: int, dtype: str, shard_rows: int, chunk_rows:
     write."""
     writer = ShardWriter(folder, n, dtype, shard_rows, chunk_rows) if rank == 0 else None
     if world > 1:
-        if rank == 0 and n:
+        if rank == 0 and n and writer.arr is None:
             writer.create(dim())
         barrier()
         writer = writer or ShardWriter(folder, n, dtype, shard_rows, chunk_rows, rank)
