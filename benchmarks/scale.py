@@ -13,11 +13,15 @@ At N = --extras-at (100k by default) also:
 - incremental: 1% new rows appended, inputs and embed rerun on the full store: embed wall and its ratio to
           the full pass.
 `--heads 5000 10000 20000`: the SVM head's fit, exact kernel SVC vs Nystroem + linear SVM (`max_kernel_rows`).
+`--ranks R`: instead, at the first of --sizes, the embed stage from no store in one process with every core's
+threads, in one with cores/R threads, and under `torchrun --nproc_per_node R` (gloo, cores/R threads a rank):
+wall times, each rank's rows, and whether each store equals the R-rank one bit for bit (vectors.zarr's files,
+index.parquet, key.json).
 The model: BERT with 2 layers, hidden 64, MiniLM's tokenizer, max_length 32, so the pipeline, not the model,
 dominates. Run under `flock /tmp/cpu.lock` on a shared machine.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/scale.py [--sizes 10000 100000] [--work /tmp/svmft-scale]
-        [--shard-rows 65536]
+        [--shard-rows 65536] [--ranks 2]
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,10 +106,12 @@ PEAK = ("import atexit, sys\natexit.register(lambda: sys.stderr.write(next(line 
         " if line.startswith('VmHWM'))))\n")
 
 
-def run(work: Path, args: list[str], kill_when=None) -> dict:
+def run(work: Path, args: list[str], kill_when=None, threads: int | None = None) -> dict:
     """Run `python -c CODE` or `python -m MODULE ARGS` in `work` -> {seconds, peak_rss_mb, rc, log}.
-    `kill_when()`: polled; True -> SIGKILL it (then no peak RSS: None)."""
+    `kill_when()`: polled; True -> SIGKILL it (then no peak RSS: None). `threads`: OMP_NUM_THREADS."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     code = PEAK + (args[1] if args[0] == "-c" else
                    f"import runpy\nsys.argv = {args[1:]!r}\nrunpy.run_module({args[1]!r}, run_name='__main__')")
     t0 = time.perf_counter()
@@ -130,8 +137,15 @@ def checked(r: dict, what: str) -> dict:
     return r
 
 
-def embed(work: Path, **kw) -> dict:
-    return run(work, ["-m", "stages.embed", "scale"], **kw)
+def embed(work: Path, ranks: int = 1, **kw) -> dict:
+    """The embed stage of source `scale`, in one process or under torchrun with `ranks` processes."""
+    if ranks == 1:
+        return run(work, ["-m", "stages.embed", "scale"], **kw)
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return run(work, ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port", str(port),
+                      "-m", "stages.embed", "scale"], **kw)
 
 
 def files(folder: Path) -> int:
@@ -164,8 +178,8 @@ def measure(work: Path, n: int, model: Path, extras: bool, shard_rows: int) -> d
     assert not [p for p in progress if ".partial-" in p.name], progress
 
     def first_shard_done() -> bool:
-        return any(json.loads(f.read_text())["done"] for f in (work / "artifacts/.tmp").glob("*.partial-*/progress.json")
-                   if f.stat().st_size)
+        return any(json.loads(f.read_text())["done"] for f in
+                   (work / "artifacts/.tmp").glob("*.partial-*/progress*.json") if f.stat().st_size)
     killed = embed(work, kill_when=first_shard_done)
     resumed = checked(embed(work), "resumed embed")
     line = re.search(r"resuming .* from shard \d+ of \d+[^\n]*", resumed["log"])
@@ -185,6 +199,43 @@ def measure(work: Path, n: int, model: Path, extras: bool, shard_rows: int) -> d
                inc_reused=s["reused"], inc_ratio=inc["seconds"] / full["seconds"],
                inc_compute_ratio=s["seconds"] / summary["seconds"])
     return row
+
+
+def store_bytes(store: Path) -> dict:
+    """The files a store's bit-for-bit equality covers (summary.json holds timings) -> their bytes."""
+    paths = [*(store / "vectors.zarr").rglob("*"), store / "index.parquet", store / "key.json"]
+    return {p.relative_to(store).as_posix(): p.read_bytes() for p in paths if p.is_file()}
+
+
+def ranks(work: Path, n: int, model: Path, shard_rows: int, world: int) -> None:
+    """The embed stage at N rows from no store: one process with every core's threads, one with cores/world
+    threads, and `world` torchrun ranks of cores/world threads each; prints the table."""
+    shutil.rmtree(work, ignore_errors=True)
+    setup(work, model, shard_rows)
+    corpus(n).to_parquet(work / "corpus.parquet")
+    checked(run(work, ["-c", INPUTS_STEP]), "inputs")
+    cores = os.cpu_count()
+    per = max(1, cores // world)
+    rows = []
+    for r, threads in [(1, cores), (1, per), (world, per)]:
+        res = checked(embed(work, ranks=r, threads=threads), f"embed, {r} rank(s) x {threads} thread(s)")
+        s = json.loads((work / STORE / "summary.json").read_text())
+        store = work / f"store-{r}x{threads}"
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.move(work / STORE, store)
+        rows.append({"ranks": r, "threads": threads, "seconds": res["seconds"], "encoder_s": s["seconds"],
+                     "rows_per_rank": [x["embedded"] for x in s["per_rank"]],
+                     "shards_per_rank": [len(x["shards"]) for x in s["per_rank"]], "store": store})
+    multi = store_bytes(rows[-1]["store"])
+    print(f"\nembed stage at N = {n:,}, {shard_rows:,}-row shards ({rows[0]['shards_per_rank'][0]} shards), "
+          f"{cores} cores\n")
+    print(f"| ranks x threads | embed stage s | ratio to 1 x {cores} | encoder s (slowest rank) | rows per rank "
+          f"(shards) | store equal to the {world}-rank one |\n|---|---|---|---|---|---|")
+    for r in rows:
+        same = store_bytes(r["store"]) == multi
+        per_rank = ", ".join(f"{a:,} ({b})" for a, b in zip(r["rows_per_rank"], r["shards_per_rank"]))
+        print(f"| {r['ranks']} x {r['threads']} | {r['seconds']:.1f} | {r['seconds'] / rows[0]['seconds']:.2f} | "
+              f"{r['encoder_s']:.1f} | {per_rank} | {same} |")
 
 
 def heads(sizes: list[int], dim: int = 384) -> None:
@@ -217,10 +268,13 @@ def main() -> None:
     ap.add_argument("--extras-at", type=int, default=100_000, help="N for kill-resume and incremental")
     ap.add_argument("--shard-rows", type=int, default=65536, help="embed.shard_rows (default: params.py's)")
     ap.add_argument("--heads", type=int, nargs="*", help="instead: the SVM head's fit time at these train rows")
+    ap.add_argument("--ranks", type=int, help="instead: the embed stage under this many torchrun ranks vs one")
     args = ap.parse_args()
     if args.heads:
         return heads(args.heads)
     model = make_model(args.work / "tiny-bert-64")
+    if args.ranks:
+        return ranks(args.work / f"ranks-n{args.sizes[0]}", args.sizes[0], model, args.shard_rows, args.ranks)
     rows = [measure(args.work / f"n{n}", n, model, n == args.extras_at, args.shard_rows) for n in args.sizes]
     print(json.dumps(rows, indent=1))
     print("\n| N | inputs s | inputs rows/s | inputs peak RSS MB | embed s | embed rows/s | embed peak RSS MB "

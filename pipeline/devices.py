@@ -1,14 +1,20 @@
-"""Device, precision and seeding: one place that decides bf16/fp16/fp32, TF32 and autocast."""
+"""Device, precision, seeding and the launcher's ranks: one place that decides bf16/fp16/fp32, TF32, autocast,
+and which process group a torchrun/accelerate rank joins (fine-tuning's DDP and the sharded embed both use it)."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import logging
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from pipeline import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +85,61 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the launcher's environment; (0, 1, 0) when not launched."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def is_main() -> bool:
+    return dist_env()[0] == 0
+
+
+def init_distributed(device: torch.device, timeout_s: float | None = None) -> tuple[int, int, torch.device]:
+    """Join the process group when launched by torchrun/accelerate (NCCL on GPUs, gloo on CPU; multi-node
+    through the launcher's MASTER_ADDR/MASTER_PORT). `timeout_s`: how long a collective may wait (None: torch's
+    default, 10 min for NCCL, 30 for gloo). Returns (rank, world, this rank's device)."""
+    rank, world, local = dist_env()
+    if world == 1:
+        return 0, 1, device
+    if not 0 <= rank < world:
+        raise PipelineError(f"RANK={rank} is outside WORLD_SIZE={world}: start the stage with torchrun or "
+                            "accelerate launch, which set both")
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing and not dist.is_initialized():
+        raise PipelineError(f"WORLD_SIZE={world} but {' and '.join(missing)} unset: start the stage with torchrun "
+                            "or accelerate launch, which set them")
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise PipelineError(f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} GPU(s): "
+                                "--nproc_per_node must not exceed them")
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=None if timeout_s is None else datetime.timedelta(seconds=timeout_s))
+    log.info("process group: rank %d of %d on %s (%s)", rank, world, device, dist.get_backend())
+    return rank, world, device
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in a single process)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def gather(obj) -> list:
+    """Every rank's `obj` (picklable), in rank order, on every rank; [obj] in a single process."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def finish_distributed() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -1,11 +1,14 @@
-"""precision: auto picks bf16 on a CPU only where it has bf16 units: on an AVX2-only CPU, bf16 autocast measured
-23x slower to fine-tune and 6.7x slower to embed than fp32 (benchmarks/RESULTS.md, "precision on a CPU")."""
+"""pipeline/devices.py: precision: auto picks bf16 on a CPU only where it has bf16 units (on an AVX2-only
+CPU, bf16 autocast measured 23x slower to fine-tune and 6.7x slower to embed than fp32: benchmarks/RESULTS.md,
+"precision on a CPU"); the launcher's environment: a bad one is a PipelineError that says how to start the
+stage, never a hang."""
 import logging
 
 import pytest
 import torch
 
-from pipeline import devices
+from pipeline import PipelineError, devices
+from pipeline.devices import dist_env, gather, init_distributed
 
 # the first `flags` lines of /proc/cpuinfo on the two hosts measured (trimmed)
 XEON_AMX = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480C\n"
@@ -52,3 +55,23 @@ def test_autocast_resolves_auto_instead_of_taking_it_for_fp16(monkeypatch):
     monkeypatch.setattr(devices, "_host_cpuinfo", lambda: XEON_AMX)
     with devices.autocast("auto", torch.device("cpu")):
         assert (x @ x).dtype == torch.bfloat16
+
+
+def test_no_launcher_is_one_process(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert dist_env() == (0, 1, 0) and init_distributed(torch.device("cpu"))[:2] == (0, 1)
+    assert gather({"rank": 0}) == [{"rank": 0}]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RANK": "0", "WORLD_SIZE": "2"}, "WORLD_SIZE=2 but MASTER_ADDR and MASTER_PORT unset: start the stage with"),
+    ({"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, "RANK=2 is outside"),
+])
+def test_a_half_set_launcher_environment_is_a_clear_error(monkeypatch, env, message):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(PipelineError, match=message):
+        init_distributed(torch.device("cpu"))

@@ -48,6 +48,8 @@ FEATURES = "tests/train/test_features_active.py"
 INCREMENTAL = "tests/e2e/test_incremental.py"
 STREAM = "tests/cache/test_stream.py"
 HEADS = "tests/heads/test_heads.py"
+RANKS = f"{STREAM}::test_two_torchrun_ranks_split_the_shards_and_write_the_store_one_process_writes"
+RANK_PROGRESS = f"{STREAM}::test_per_rank_progress_and_a_killed_two_rank_write_resumed_by_one_or_two"
 MUTATIONS = [
     Mutation("autocast-noop", "pipeline/devices.py",
              "    return torch.autocast(device_type=device.type, dtype=dtype)",
@@ -160,8 +162,8 @@ MUTATIONS = [
              '    parts = {"backbone": fp if fp["files"] else {"name": cfg.name, **fp}, ', "    parts = {",
              (INCREMENTAL,), "another backbone's embed reuses the vectors the previous backbone made"),
     Mutation("embed-resume-ignores-progress", "pipeline/cache/stream.py",
-             "            if (self.folder / PROGRESS).is_file() else set()",
-             "            if False else set()",
+             '    for f in sorted(Path(folder).glob("progress*.json")):',
+             "    for f in []:",
              (STREAM,), "a killed embed restarts from shard 0 instead of its last finished shard"),
     Mutation("embed-partial-ignores-inputs", "pipeline/cache/stream.py",
              "    for x in input_hashes:", "    for x in []:",
@@ -172,7 +174,7 @@ MUTATIONS = [
              (f"{STREAM}::test_a_store_is_one_file_per_shard_and_a_killed_write_resumes_from_its_last_shard",),
              "the store is one file per chunk again (10M rows: thousands of files for DVC to hash)"),
     Mutation("embed-whole-pass", "pipeline/cache/embed.py",
-             "len(df), e.dtype, e.shard_rows, e.chunk_rows)", "len(df), e.dtype, 1 << 40, 1 << 40)",
+             "len(df), e.dtype, e.shard_rows, e.chunk_rows, rank", "len(df), e.dtype, 1 << 40, 1 << 40, rank",
              (f"{STREAM}::test_a_killed_embed_resumes_from_its_last_shard_and_equals_an_uninterrupted_one",),
              "the embed stage computes the whole (N, D) matrix before writing anything"),
     Mutation("svm-never-approximates", "pipeline/heads/estimators.py",
@@ -193,6 +195,20 @@ MUTATIONS = [
     Mutation("head-fingerprint-ignores-code", "pipeline/heads/fit.py", '"seed": params.seed, "code": code,',
              '"seed": params.seed,', ("tests/heads/test_fit.py::test_new_labels_or_new_code_refit_every_feature_set",),
              "a fit made by other pipeline code is reused after a code change"),
+    Mutation("embed-ranks-not-split", "pipeline/cache/stream.py",
+             "    return pending[rank::world]", "    return pending",
+             (RANKS,), "under torchrun every rank embeds every shard (N ranks do N times the work)"),
+    Mutation("embed-rank-skips-its-shards", "pipeline/cache/embed.py",
+             "    for s in mine:", "    for s in mine if rank == 0 else []:",
+             (RANKS,), "under torchrun only rank 0 writes its shards: the store would have holes"),
+    Mutation("embed-ranks-share-one-progress-file", "pipeline/cache/stream.py",
+             'PROGRESS = "progress-{rank}.json"', 'PROGRESS = "progress.json"',
+             (RANK_PROGRESS,),
+             "ranks overwrite one progress file: a rank's finished shards are forgotten and embedded again"),
+    Mutation("embed-store-with-holes-published", "pipeline/cache/stream.py",
+             "        if missing:", "        if False:",
+             (RANK_PROGRESS,),
+             "rank 0 publishes a store whose unwritten shards read as zeros"),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 

@@ -8,6 +8,11 @@ max_length or the image transform, precision, runtime, storage dtype, device typ
 (pipeline/data/inputs.py). A rerun reuses the rows of the previous store (the stage's own output, kept by
 `persist: true` in dvc.yaml) whose input hash it holds under the same key, and embeds only the others; a
 store with another key is never reused.
+
+Several processes: under `torchrun --nproc_per_node N -m stages.embed <source>` (or `accelerate launch`, or
+several nodes) each rank embeds its own shards (pipeline/cache/stream.py `assign`) into the one partial store,
+and rank 0 finishes it; the store equals a single process's bit for bit, as a shard's vectors depend on its
+rows alone.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ import numpy as np
 import torch
 
 from pipeline import paths
-from pipeline.devices import autocast, pick_device, resolve_precision
+from pipeline.devices import (autocast, barrier, finish_distributed, gather, init_distributed, pick_device,
+                              resolve_precision)
 from pipeline.models.backbones import fingerprint, pretrained_encoder, saves_weights
 from pipeline.data.batching import map_batches
 from pipeline.data.inputs import input_column, read_inputs
@@ -29,9 +35,10 @@ from pipeline.io import file_sha256, write_json, write_params
 from pipeline.params import Params
 from pipeline.models.schemes import load_finetuned_encoder
 from pipeline.cache.store import copy_rows, reusable, write_index
-from pipeline.cache.stream import ShardWriter, partial_folder
+from pipeline.cache.stream import partial_folder, shared_writer
 
 log = logging.getLogger(__name__)
+WAIT_S = 24 * 3600  # how long a rank may wait for the others under a launcher
 
 
 def embed_frame(encoder, items, cfg_embed, device) -> np.ndarray:
@@ -106,13 +113,17 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     the same cache key and input hash. Shard by shard (pipeline/cache/stream.py): each shard's reused rows are
     copied bit for bit, its other rows embedded in batches of that shard, and the shard written, so memory
     holds one shard; a killed run's finished shards are resumed. The result equals a from-scratch embed up to
-    float summation order (a full pass batches rows with other rows)."""
+    float summation order (a full pass batches rows with other rows). Under a launcher (RANK, WORLD_SIZE set)
+    this rank writes its share of the shards; rank 0 waits for all, then writes the store's other files into
+    `out` (another rank's `out` stays empty) -> the summary (`per_rank`: each rank's shards and rows)."""
     src = params.sources[source]
     cfg = params.backbones[src.backbone]
     e = params.embed
     df = read_inputs(inputs_dir)
     encoder = source_encoder(params, source)
-    device = pick_device()
+    # a rank done with its shards waits for the slowest (up to a shard's work; all of it for a rank with no
+    # shard): longer than torch's default timeouts on a slow device. A failed rank is stopped by the launcher.
+    rank, world, device = init_distributed(pick_device(), timeout_s=WAIT_S)
     runtime = {}
     if e.backend != "torch":  # export once into this artifact; predict runs the same file
         from pipeline.cache.runtimes import export
@@ -128,12 +139,17 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     old = reusable(final, key)
     rows = old[1].reindex(df["input_hash"].to_numpy()).to_numpy() if old else np.full(len(df), np.nan)
     have = ~np.isnan(rows)
-    writer = ShardWriter(partial_folder(final, key["key"], df["input_hash"].to_numpy(), e.shard_rows,
-                                        e.chunk_rows, e.dtype), len(df), e.dtype, e.shard_rows, e.chunk_rows)
     items = df[input_column(df)]
-    dim, seconds, embedded, reused = (old[0].shape[1] if old else None), 0.0, 0, 0
+    dim = old[0].shape[1] if old else None
+
+    def first_dim() -> int:  # several ranks: the array exists before any rank writes
+        return dim or embed_frame(encoder, items.iloc[:1].reset_index(drop=True), e, device).shape[1]
+
+    part = partial_folder(final, key["key"], df["input_hash"].to_numpy(), e.shard_rows, e.chunk_rows, e.dtype)
+    writer, mine = shared_writer(part, len(df), e.dtype, e.shard_rows, e.chunk_rows, rank, world, first_dim, barrier)
+    seconds, embedded, reused = 0.0, 0, 0
     resumed = sum(hi - lo for lo, hi in map(writer.rows, writer.done))
-    for s in writer.pending():
+    for s in mine:
         lo, hi = writer.rows(s)
         h = have[lo:hi]
         todo = np.flatnonzero(~h)
@@ -151,6 +167,16 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
         writer.write(s, block)
         embedded, reused = embedded + len(todo), reused + int(h.sum())
         log.debug("embed %s: shard %d of %d written (%d embedded)", source, s, writer.n_shards, len(todo))
+    if world > 1:
+        log.info("embed %s: rank %d of %d wrote shards %s: %d rows embedded, %d reused", source, rank, world,
+                 mine, embedded, reused)
+    stats = {"rank": rank, "shards": mine, "embedded": embedded, "reused": reused, "seconds": seconds}
+    per_rank = gather(stats)  # also waits until every rank's shards are written and recorded
+    if rank:
+        finish_distributed()
+        return {**stats, "shards": len(mine), "note": "rank 0 writes the store"}
+    embedded, reused = sum(r["embedded"] for r in per_rank), sum(r["reused"] for r in per_rank)
+    seconds = max(r["seconds"] for r in per_rank)  # the ranks run side by side
     log.info("embed %s: %d rows reused from the previous store, %d embedded, %d resumed from a killed run "
              "(key %s)", source, reused, embedded, resumed, key["key"])
     dim = writer.arr.shape[1] if writer.arr is not None else dim or 0  # all shards resumed: the partial's D
@@ -159,7 +185,8 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     summary = {"rows": len(df), "dim": int(dim), "embedded": embedded, "reused": reused,
                "resumed": int(resumed), "shards": writer.n_shards, "seconds": seconds,
                "samples_per_s": embedded / seconds if embedded else 0.0, "device": str(device),
-               "key": key["key"], **runtime}
+               "key": key["key"], "ranks": world, "per_rank": per_rank, **runtime}
     write_json(out / "summary.json", summary)
     write_params(out, source=src, backbone=cfg, embed=e)
+    finish_distributed()
     return summary

@@ -11,6 +11,15 @@ the input hashes in order and the shard layout), with `progress.json` listing th
 A killed embed leaves it; the rerun with the same key and inputs skips those shards and writes the rest,
 and because a shard's result depends on that shard's rows alone, the finished store equals an uninterrupted
 one bit for bit. A partial under another name (other inputs, key or layout) is deleted, never reused.
+
+Several processes (torchrun/accelerate ranks, pipeline/cache/embed.py): each rank writes whole shards of one
+array, `assign`ed round robin over the pending ones, and records them in its own `progress-<rank>.json`; the
+files are merged when read (`read_progress`), so ranks never race on one file, and a killed run resumes under
+any number of ranks (the partial's name does not depend on it). Rank 0 alone deletes stale partials, creates
+the array (before the others open it) and finishes the store. Writing from several processes is safe because
+no two write one shard: zarr 3's sharding codec rewrites a shard's whole file on every write to it (it reads
+the file back, merges and writes it again, through a temporary file and a rename in LocalStore), so two
+writers of one shard would lose one's rows; a shard's file is touched by its one rank alone.
 """
 from __future__ import annotations
 
@@ -20,14 +29,33 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from pipeline import PipelineError
 from pipeline.cache.store import create_vectors, layout
 from pipeline.io import read_json, tmp_root
 
 log = logging.getLogger(__name__)
-PROGRESS = "progress.json"
+PROGRESS = "progress-{rank}.json"  # one file per rank; before ranks: one `progress.json`, still read
+
+
+def read_progress(folder: Path) -> set[int]:
+    """The shards recorded as written in full in `folder`, by any rank of any run: the union of its progress
+    files (each replaced atomically by its own rank, so a read sees the old list or the new one)."""
+    done: set[int] = set()
+    for f in sorted(Path(folder).glob("progress*.json")):
+        done |= set(read_json(f)["done"])
+    return done
+
+
+def assign(pending: list[int], rank: int, world: int) -> list[int]:
+    """Rank `rank`'s share of the pending shards: every `world`-th, from its rank on (round robin). Shares differ by
+    one shard at most, and each rank's shards spread over the whole input order rather than one contiguous
+    block, so where the cost varies along it (appended new rows, longer texts late in a file, a resumed run's
+    pending tail) every rank gets some of the expensive ones. More ranks than shards: some get none and wait."""
+    return pending[rank::world]
 
 
 def partial_name(final: Path, key: str, input_hashes, shard: int, chunk: int, dtype: str) -> str:
@@ -41,21 +69,28 @@ def partial_name(final: Path, key: str, input_hashes, shard: int, chunk: int, dt
 class ShardWriter:
     """Writes an (n, D) store shard by shard into `folder`/vectors.zarr, resuming a killed run's shards.
 
-    `folder`: the partial folder (artifacts/.tmp/<partial_name>); D is set by the first shard written.
-    `pending()` -> the shard numbers still to write; `rows(s)` -> (lo, hi); `write(s, block (hi-lo, D))`;
-    `finish(out)` moves vectors.zarr into `out` and deletes the partial folder.
+    `folder`: the partial folder (artifacts/.tmp/<partial_name>); D is set by the first shard written, or by
+    `create(D)`. `pending()` -> the shard numbers still to write; `rows(s)` -> (lo, hi); `write(s, block
+    (hi-lo, D))`; `finish(out)` moves vectors.zarr into `out` and deletes the partial folder. `rank` > 0: a
+    launcher's other process, which opens the folder and array rank 0 made and writes only its own shards.
     """
 
-    def __init__(self, folder: str | Path, n: int, dtype: str, shard_rows: int, chunk_rows: int):
-        self.folder, self.n, self.dtype = Path(folder), n, dtype
+    def __init__(self, folder: str | Path, n: int, dtype: str, shard_rows: int, chunk_rows: int, rank: int = 0):
+        self.folder, self.n, self.dtype, self.rank = Path(folder), n, dtype, rank
         self.chunk, self.shard = layout(n, shard_rows, chunk_rows)
         self.n_shards = -(-n // self.shard) if n else 0
-        self._drop_stale_partials()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.done: set[int] = set(read_json(self.folder / PROGRESS)["done"]) \
-            if (self.folder / PROGRESS).is_file() else set()
-        self.arr = self._open() if self.done else None
-        if self.done:
+        if rank == 0:
+            self._drop_stale_partials()
+            self.folder.mkdir(parents=True, exist_ok=True)
+        elif n and not (self.folder / "vectors.zarr").is_dir():
+            raise PipelineError(f"rank {rank}: {self.folder}/vectors.zarr not found, though rank 0 created it: "
+                                "on several nodes, artifacts/ must be one shared filesystem, with the same inputs "
+                                "and params.yaml on every node")
+        self.done = read_progress(self.folder)
+        mine = self.folder / PROGRESS.format(rank=rank)
+        self.mine: set[int] = set(read_json(mine)["done"]) if mine.is_file() else set()  # kept on rewrite
+        self.arr = self._open() if self.done or (rank and n) else None
+        if self.done and rank == 0:
             first = min(self.pending(), default=self.n_shards)
             log.info("resuming %s from shard %d of %d (%d shards already written by a killed run)",
                      self.folder.name, first, self.n_shards, len(self.done))
@@ -72,8 +107,10 @@ class ShardWriter:
 
         return zarr.open_array(str(self.folder / "vectors.zarr"), mode="r+")
 
-    def _create(self, dim: int):
-        return create_vectors(self.folder / "vectors.zarr", self.n, dim, self.dtype, self.shard, self.chunk)
+    def create(self, dim: int) -> None:
+        """Rank 0: the (n, dim) array, unless a resumed one is open (no-op then)."""
+        if self.arr is None:
+            self.arr = create_vectors(self.folder / "vectors.zarr", self.n, dim, self.dtype, self.shard, self.chunk)
 
     def pending(self) -> list[int]:
         return [s for s in range(self.n_shards) if s not in self.done]
@@ -84,21 +121,26 @@ class ShardWriter:
     def write(self, s: int, block: np.ndarray) -> None:
         """Store shard `s` (its rows' vectors, (hi - lo, D)) and only then record it as done."""
         lo, hi = self.rows(s)
-        if self.arr is None:
-            self.arr = self._create(block.shape[1])
+        self.create(block.shape[1])  # rank > 0 opened rank 0's array in __init__: never created here
         self.arr[lo:hi] = block.astype(self.dtype, copy=False)
         self._mark_done(s)
 
     def _mark_done(self, s: int) -> None:
         self.done.add(s)
-        tmp = self.folder / (PROGRESS + ".tmp")
-        tmp.write_text(json.dumps({"done": sorted(self.done), "shard_rows": self.shard, "rows": self.n}))
-        os.replace(tmp, self.folder / PROGRESS)  # atomic: a kill leaves the old list or the new one
+        self.mine.add(s)
+        path = self.folder / PROGRESS.format(rank=self.rank)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": sorted(self.mine), "shard_rows": self.shard, "rows": self.n}))
+        os.replace(tmp, path)  # atomic: a kill leaves the old list or the new one
 
     def finish(self, out: str | Path, dim: int) -> None:
-        """Move the finished vectors.zarr into `out` (an empty store of `dim` columns when n is 0)."""
-        if self.arr is None:
-            self.arr = self._create(dim)
+        """Move the finished vectors.zarr into `out` (an empty store of `dim` columns when n is 0). Every shard
+        must be recorded by some rank: a store with a shard never written is refused, not published."""
+        missing = sorted(set(range(self.n_shards)) - read_progress(self.folder))
+        if missing:
+            raise PipelineError(f"{self.folder}: shards {missing[:10]} of {self.n_shards} were never written "
+                                "(a rank skipped its shards, or ranks split different lists)")
+        self.create(dim)
         shutil.move(str(self.folder / "vectors.zarr"), str(Path(out) / "vectors.zarr"))
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -107,3 +149,20 @@ def partial_folder(final: Path, key: str, input_hashes, shard_rows: int, chunk_r
     """Where the store for `final` (artifacts/embeddings/<source>) grows: artifacts/.tmp/<partial_name>."""
     chunk, shard = layout(len(input_hashes), shard_rows, chunk_rows)
     return tmp_root(Path(final)) / partial_name(final, key, input_hashes, shard, chunk, dtype)
+
+
+def shared_writer(folder: Path, n: int, dtype: str, shard_rows: int, chunk_rows: int, rank: int, world: int,
+                  dim: Callable[[], int], barrier: Callable[[], None]) -> tuple[ShardWriter, list[int]]:
+    """-> (rank `rank`'s writer of the partial `folder`, the shards it writes). Rank 0 opens the partial first
+    (deleting stale ones) and, under several ranks, creates the (n, dim()) array; then the others open it;
+    every rank reads the pending list before any rank writes (the second barrier), so all split the same list.
+    One process (world 1): the writer and every pending shard, no barrier, the array created by the first
+    write."""
+    writer = ShardWriter(folder, n, dtype, shard_rows, chunk_rows) if rank == 0 else None
+    if world > 1:
+        if rank == 0 and n and writer.arr is None:
+            writer.create(dim())
+        barrier()
+        writer = writer or ShardWriter(folder, n, dtype, shard_rows, chunk_rows, rank)
+        barrier()
+    return writer, assign(writer.pending(), rank, world)

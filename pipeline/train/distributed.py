@@ -2,8 +2,8 @@
 
 - DDP: run the finetune stage under `torchrun --nproc_per_node N -m stages.finetune <bb>` (or
   `accelerate launch -m stages.finetune <bb>`). The launcher sets RANK/WORLD_SIZE/LOCAL_RANK; we init the
-  process group (NCCL on GPUs, gloo on CPU), wrap the model in torch's DistributedDataParallel, and give each
-  rank every N-th batch of the epoch's (seeded, identical) batch list. Rank 0 alone logs and writes.
+  process group (pipeline/devices.py: NCCL on GPUs, gloo on CPU), wrap the model in torch's
+  DistributedDataParallel, and give each rank every N-th batch of the epoch's (seeded, identical) batch list. Rank 0 alone logs and writes.
 - auto batch: on a GPU, the largest micro-batch (halving from the effective batch) whose forward + backward
   on the longest rows fits in memory; grad accumulation keeps the effective batch.
 """
@@ -11,40 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from pipeline import PipelineError
 
 log = logging.getLogger(__name__)
-
-
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from the launcher's environment; (0, 1, 0) when not launched."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def is_main() -> bool:
-    return dist_env()[0] == 0
-
-
-def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """Join the process group when launched by torchrun/accelerate. Returns (rank, world, this rank's device)."""
-    rank, world, local = dist_env()
-    if world == 1:
-        return 0, 1, device
-    if device.type == "cuda":
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    log.info("DDP: rank %d of %d on %s", rank, world, device)
-    return rank, world, device
 
 
 def shard(batches: list, rank: int, world: int) -> list:
@@ -97,8 +71,3 @@ def memory_probe(model, task, tok, y, device, autocast_ctx) -> Callable[[int], b
             torch.cuda.empty_cache()
     return fits
 
-
-def finish_distributed() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from pipeline import paths
-from pipeline.devices import autocast, pick_device, resolve_precision, seed_everything, set_tf32
+from pipeline.devices import (autocast, finish_distributed, init_distributed, is_main, pick_device, resolve_precision,
+                              seed_everything, set_tf32)
 from pipeline.models.backbones import pretrained_encoder
 from pipeline.data.batching import Tokenized, map_batches, train_batches
 from pipeline.data.load import input_column, read_prepared
@@ -27,7 +28,7 @@ from pipeline.models.classifier import Classifier, MLPHead
 from pipeline.train.optim import make_optimizer, param_groups, schedule_fn
 from pipeline.train.probe import probe_head
 from pipeline.params import FinetuneParams, Params
-from pipeline.train.distributed import finish_distributed, init_distributed, is_main, largest_fitting, memory_probe, shard, wrap
+from pipeline.train.distributed import largest_fitting, memory_probe, shard, wrap
 from pipeline.models.autofreeze import AutoFreeze
 from pipeline.models.schemes import SCHEMES, Scheme, save_adapted
 from pipeline.preds import EVAL_SPLITS, write_preds

@@ -45,7 +45,7 @@ def test_finetune_stage_under_torchrun_ddp(tmp_path, tiny_model_dir):
                         "29533", "-m", "stages.finetune", "minilm"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "DDP: rank 0 of 2" in r.stderr and "DDP: rank 1 of 2" in r.stderr
+    assert "rank 0 of 2 on cpu (gloo)" in r.stderr and "rank 1 of 2 on cpu (gloo)" in r.stderr
     # 168 train rows / batch 16 = 11 batches -> 5 per rank per epoch
     assert "fine-tuning: 5 steps (5 per epoch), batch 16 x accum 1 x 2 rank(s)" in r.stderr
     out = tmp_path / "artifacts" / "finetune" / "minilm"
