@@ -30,7 +30,7 @@ from pipeline.devices import (autocast, barrier, finish_distributed, gather, ini
                               resolve_precision)
 from pipeline.models.backbones import fingerprint, pretrained_encoder, saves_weights
 from pipeline.data.batching import map_batches
-from pipeline.data.inputs import input_column, read_inputs
+from pipeline.data.inputs import InputRows
 from pipeline.io import file_sha256, write_json, write_params
 from pipeline.params import Params
 from pipeline.models.schemes import load_finetuned_encoder
@@ -119,7 +119,8 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     src = params.sources[source]
     cfg = params.backbones[src.backbone]
     e = params.embed
-    df = read_inputs(inputs_dir)
+    inputs = InputRows(inputs_dir)  # ids and hashes whole (Arrow), model inputs read shard by shard
+    hashes = inputs.keys["input_hash"]
     encoder = source_encoder(params, source)
     # a rank done with its shards waits for the slowest (up to a shard's work; all of it for a rank with no
     # shard): longer than torch's default timeouts on a slow device. A failed rank is stopped by the launcher.
@@ -137,16 +138,15 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     key = cache_key(params, source, encoder, device)
     final = paths.embeddings(source) if previous is None else Path(previous)
     old = reusable(final, key)
-    rows = old[1].reindex(df["input_hash"].to_numpy()).to_numpy() if old else np.full(len(df), np.nan)
+    rows = old[1](hashes) if old else np.full(inputs.n, np.nan)
     have = ~np.isnan(rows)
-    items = df[input_column(df)]
     dim = old[0].shape[1] if old else None
 
     def first_dim() -> int:  # several ranks: the array exists before any rank writes
-        return dim or embed_frame(encoder, items.iloc[:1].reset_index(drop=True), e, device).shape[1]
+        return dim or embed_frame(encoder, inputs.items(0, 1), e, device).shape[1]
 
-    part = partial_folder(final, key["key"], df["input_hash"].to_numpy(), e.shard_rows, e.chunk_rows, e.dtype)
-    writer, mine = shared_writer(part, len(df), e.dtype, e.shard_rows, e.chunk_rows, rank, world, first_dim, barrier)
+    part = partial_folder(final, key["key"], hashes, e.shard_rows, e.chunk_rows, e.dtype)
+    writer, mine = shared_writer(part, inputs.n, e.dtype, e.shard_rows, e.chunk_rows, rank, world, first_dim, barrier)
     seconds, embedded, reused = 0.0, 0, 0
     resumed = sum(hi - lo for lo, hi in map(writer.rows, writer.done))
     for s in mine:
@@ -156,7 +156,7 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
         block = None
         if len(todo):
             t0 = time.perf_counter()
-            X_new = embed_frame(encoder, items.iloc[lo + todo].reset_index(drop=True), e, device)
+            X_new = embed_frame(encoder, inputs.items(lo, hi).iloc[todo].reset_index(drop=True), e, device)
             seconds += time.perf_counter() - t0
             block = np.empty((hi - lo, X_new.shape[1]), dtype=e.dtype)
             block[todo] = X_new
@@ -181,8 +181,8 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
              "(key %s)", source, reused, embedded, resumed, key["key"])
     dim = writer.arr.shape[1] if writer.arr is not None else dim or 0  # all shards resumed: the partial's D
     writer.finish(out, dim)
-    write_index(out, df, key=key)
-    summary = {"rows": len(df), "dim": int(dim), "embedded": embedded, "reused": reused,
+    write_index(out, inputs.keys, key=key)
+    summary = {"rows": inputs.n, "dim": int(dim), "embedded": embedded, "reused": reused,
                "resumed": int(resumed), "shards": writer.n_shards, "seconds": seconds,
                "samples_per_s": embedded / seconds if embedded else 0.0, "device": str(device),
                "key": key["key"], "ranks": world, "per_rank": per_rank, **runtime}

@@ -61,8 +61,12 @@ def assign(pending: list[int], rank: int, world: int) -> list[int]:
 def partial_name(final: Path, key: str, input_hashes, shard: int, chunk: int, dtype: str) -> str:
     """`<final's path, flattened>.partial-<sha256 of key, inputs in order, layout>` (first 16 hex digits)."""
     h = hashlib.sha256(f"{key}|{shard}|{chunk}|{dtype}|".encode())
-    for x in input_hashes:
-        h.update(str(x).encode() + b"\n")
+    if hasattr(input_hashes, "slice"):  # pyarrow: a batch of Python strings at a time, not one per row at once
+        for i in range(0, len(input_hashes), 65536):
+            h.update(b"".join(x.encode() + b"\n" for x in input_hashes.slice(i, 65536).to_pylist()))
+    else:
+        for x in input_hashes:
+            h.update(str(x).encode() + b"\n")
     return f"{'__'.join(Path(final).parts)}.partial-{h.hexdigest()[:16]}"
 
 

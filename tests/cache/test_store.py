@@ -35,7 +35,9 @@ def test_labels_are_joined_by_id_in_the_cache_order(tmp_path):
 def test_only_a_store_with_the_same_key_is_reused(tmp_path, caplog):
     X, _ = store(tmp_path / "a")
     got = reusable(tmp_path / "a", KEY)
-    assert got is not None and np.array_equal(got[0][:], X) and got[1]["h4"] == 4
+    assert got is not None and np.array_equal(got[0][:], X)
+    rows = got[1](["h4", "nope", "h0"])  # input hash -> row in the old store, NaN where it has none
+    assert rows[0] == 4 and np.isnan(rows[1]) and rows[2] == 0
     other = {"key": "k2", "parts": {"pooling": "cls", "max_length": 32}}
     with caplog.at_level(logging.INFO):
         assert reusable(tmp_path / "a", other) is None
@@ -43,3 +45,10 @@ def test_only_a_store_with_the_same_key_is_reused(tmp_path, caplog):
     (tmp_path / "a/key.json").unlink()  # a store from before keys: never trusted
     assert reusable(tmp_path / "a", KEY) is None and reusable(tmp_path / "none", KEY) is None
     assert list(read_embeddings(tmp_path / "a")[1].columns) == ["id", "row", "input_hash"]
+
+
+def test_a_duplicated_input_maps_to_its_first_row(tmp_path):
+    X = np.arange(12, dtype=np.float32).reshape(3, 4)
+    index = pd.DataFrame({"id": ["a", "b", "c"], "input_hash": ["h", "g", "h"]})  # a and c: the same text
+    write_embeddings(tmp_path / "s", X, index, key=KEY)
+    assert reusable(tmp_path / "s", KEY)[1](["h", "g"]).tolist() == [0.0, 1.0]

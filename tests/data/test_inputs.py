@@ -43,3 +43,21 @@ def test_inputs_frame_hashes_the_text(tmp_path):
     (tmp_path / "i").mkdir()
     write_inputs(tmp_path / "i", df)
     assert read_inputs(tmp_path / "i").equals(got)
+
+
+def test_input_rows_read_any_row_range_from_the_row_groups_that_hold_it(tmp_path, monkeypatch):
+    """The embed stage reads ids and hashes whole (Arrow) and the texts shard by shard: every range, across
+    row-group boundaries, equals the frame's rows."""
+    import pyarrow as pa
+
+    from pipeline.data import inputs
+    monkeypatch.setattr(inputs, "ROW_GROUP", 7)  # 50 rows: 8 row groups
+    df = rows(50).assign(split="train")
+    (tmp_path / "i").mkdir()
+    write_inputs(tmp_path / "i", df)
+    r = inputs.InputRows(tmp_path / "i")
+    assert r.file.metadata.num_row_groups == 8 and r.n == 50 and r.column == "text"
+    assert isinstance(r.keys, pa.Table) and r.keys.column_names == ["id", "input_hash"]
+    assert r.keys["input_hash"].to_pylist() == inputs_frame(df)["input_hash"].tolist()
+    for lo, hi in [(0, 50), (0, 7), (6, 8), (13, 29), (49, 50), (20, 20), (3, 4)]:
+        assert r.items(lo, hi).tolist() == df["text"].iloc[lo:hi].tolist(), (lo, hi)
