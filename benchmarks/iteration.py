@@ -6,7 +6,7 @@ In a scratch git + DVC copy of this project (pipeline/, stages/, data/, dvc.yaml
 1. `dvc repro`: every stage, wall time (the baseline the C change is measured against);
 2. `heads.svm.C` 1.0 -> 2.0, `dvc repro`: wall time and the stages it ran;
 3. each rerun stage's command run again on its own: its process wall time (a head stage's output removed
-   first, so that it fits again instead of reusing the fits the rerun made). The rerun's wall minus their
+   and .cache/heads first, so that it fits again instead of copying the rerun's fits). The rerun's wall minus their
    sum is what DVC itself costs (reading dvc.yaml and the lock, hashing deps, caching outputs);
 4. for each stage module, the import time in a fresh interpreter and whether torch got imported, for this
    tree and, with --compare REV, for that git revision (e.g. the commit before the stages went lean).
@@ -103,8 +103,9 @@ def main() -> None:
         print(f"heads.svm.C change: dvc repro {rerun:.1f} s, {len(stages)} stages: {[s for s, _ in stages]}")
         alone = 0.0
         for name, cmd in stages:
-            if name.startswith("head@"):  # else it would reuse the fits the rerun just made (persist output)
+            if name.startswith("head@"):  # else it would copy the fits the rerun just made (.cache/heads)
                 shutil.rmtree(repo / "artifacts" / "heads" / name.split("@", 1)[1])
+                shutil.rmtree(repo / ".cache" / "heads", ignore_errors=True)
             secs, out = sh(repo, *cmd.split())
             done = re.search(r"done in ([0-9.]+)s", out)
             print(f"  {name:28s} process {secs:5.2f} s, of which the stage's own work {float(done[1]):5.2f} s")

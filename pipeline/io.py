@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -101,3 +101,11 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def files_sha256(folder: str | Path, keep: Callable[[str], bool] = lambda rel: True) -> dict[str, str]:
+    """{path relative to `folder` (posix): sha256} of every file under it whose relative path `keep` accepts."""
+    folder = Path(folder)
+    return {f.relative_to(folder).as_posix(): file_sha256(f) for f in sorted(folder.rglob("*"))
+            if f.is_file() and keep(f.relative_to(folder).as_posix())}
+

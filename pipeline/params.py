@@ -27,8 +27,8 @@ TASK_METRICS = {
     "multilabel": {"f1_macro": True, "subset_accuracy": True, "roc_auc_macro": True, "log_loss_mean": False},
     "regression": {"rmse": False, "mae": False, "r2": True},
 }
-# Names become folder and stage names (artifacts/heads/<features>-<head>): no path parts, no '-' (which joins
-# names: `x` + `y-z` and `x-y` + `z` would give one folder, and DVC would silently drop a stage).
+# Names become folder, stage and model names (artifacts/heads/<head>/<features>, model <features>-<head>): no
+# path parts, no '-' (which joins names: `x` + `y-z` and `x-y` + `z` would give one model name).
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 

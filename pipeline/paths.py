@@ -11,6 +11,7 @@ HEADS = ART / "heads"
 ENSEMBLE = ART / "ensemble"
 EVALUATE = ART / "evaluate"
 CHECKPOINTS = Path("checkpoints")  # persist: true in dvc.yaml, survives a killed run
+HEAD_CACHE = Path(".cache") / "heads"  # fits by content (pipeline/heads/reuse.py); neither DVC's nor git's
 # the check stage's outputs: the names of params.yaml, for the stages that read a whole artifacts/ folder
 SOURCE_NAMES = ART / "names" / "sources.json"
 MODEL_NAMES = ART / "names" / "models.json"

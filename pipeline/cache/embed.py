@@ -180,7 +180,8 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     log.info("embed %s: %d rows reused from the previous store, %d embedded, %d resumed from a killed run "
              "(key %s)", source, reused, embedded, resumed, key["key"])
     dim = writer.arr.shape[1] if writer.arr is not None else dim or 0  # all shards resumed: the partial's D
-    writer.finish(out, dim)
+    # a rank reaches gather only once every shard of its own is written and recorded (an error stops it first)
+    writer.finish(out, dim, reported={s for r in per_rank for s in r["shards"]})
     write_index(out, inputs.keys, key=key)
     summary = {"rows": inputs.n, "dim": int(dim), "embedded": embedded, "reused": reused,
                "resumed": int(resumed), "shards": writer.n_shards, "seconds": seconds,

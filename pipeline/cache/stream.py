@@ -7,7 +7,7 @@ and 1M rows at the default 65,536 rows a shard are 16 shard files, not 245 chunk
 file of an output, and slows down badly on many small ones).
 
 Resume: the store grows in a partial folder under artifacts/.tmp named by `partial_name` (the cache key,
-the input hashes in order and the shard layout), with `progress.json` listing the shards written in full.
+the input hashes in order and the shard layout), with `progress-<rank>.json` listing the shards written in full.
 A killed embed leaves it; the rerun with the same key and inputs skips those shards and writes the rest,
 and because a shard's result depends on that shard's rows alone, the finished store equals an uninterrupted
 one bit for bit. A partial under another name (other inputs, key or layout) is deleted, never reused.
@@ -137,10 +137,12 @@ class ShardWriter:
         tmp.write_text(json.dumps({"done": sorted(self.mine), "shard_rows": self.shard, "rows": self.n}))
         os.replace(tmp, path)  # atomic: a kill leaves the old list or the new one
 
-    def finish(self, out: str | Path, dim: int) -> None:
+    def finish(self, out: str | Path, dim: int, reported: set[int] = frozenset()) -> None:
         """Move the finished vectors.zarr into `out` (an empty store of `dim` columns when n is 0). Every shard
-        must be recorded by some rank: a store with a shard never written is refused, not published."""
-        missing = sorted(set(range(self.n_shards)) - read_progress(self.folder))
+        must be recorded by some rank, in a progress file or in `reported` (the shards the ranks reported
+        through the process group once written and recorded: a shared filesystem's directory cache may not
+        show another node's new progress file yet). A store with a shard never written is refused."""
+        missing = sorted(set(range(self.n_shards)) - read_progress(self.folder) - set(reported))
         if missing:
             raise PipelineError(f"{self.folder}: shards {missing[:10]} of {self.n_shards} were never written "
                                 "(a rank skipped its shards, or ranks split different lists)")

@@ -108,10 +108,7 @@ class Head:
         raise PipelineError(f"unknown head kind {kind!r}")
 
     def approximates(self, n_rows: int) -> bool:
-        """A kernel SVM on more than `max_kernel_rows` rows is fit as Nystroem + linear SVM on the CPU: an exact
-        kernel SVC's fit grows about quadratically in rows (benchmarks/RESULTS.md). cuML fits it exactly."""
-        c = self.cfg
-        return c.kind == "svm" and c.kernel != "linear" and n_rows > c.max_kernel_rows and self.backend != "cuml"
+        return kernel_approximated(self.cfg, self.backend, n_rows)
 
     def _approx_svm(self, regression: bool, Xn: np.ndarray):
         """The same kernel (and gamma, as SVC resolves 'scale'/'auto' on these rows), approximated by
@@ -272,16 +269,30 @@ def _np(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def n_jobs(cfg: HeadParams, backend: str) -> int:
-    """Threads for the independent fits of a head (C grid x folds). auto: every core for scikit-learn's SVC,
-    whose libsvm fit is single-threaded and releases the GIL; 1 for the rest, which already use every core
-    (sklearnex, BLAS-backed solvers, torch) or a GPU. Threads, not processes: no worker re-imports
-    scikit-learn (1.7 s each), and results are bit-identical to the sequential fits (benchmarks/RESULTS.md)."""
+def kernel_approximated(cfg: HeadParams, backend: str, n_rows: int) -> bool:
+    """A kernel SVM on more than `max_kernel_rows` rows is fit as Nystroem + linear SVM on the CPU: an exact
+    kernel SVC's fit grows about quadratically in rows (benchmarks/RESULTS.md). cuML fits it exactly."""
+    return cfg.kind == "svm" and cfg.kernel != "linear" and n_rows > cfg.max_kernel_rows and backend != "cuml"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or a batch job's share), not the
+    machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def n_jobs(cfg: HeadParams, backend: str, n_rows: int = 0) -> int:
+    """Threads for the independent fits of a head (C grid x folds) on `n_rows` train rows. auto: every usable
+    core for scikit-learn's exact SVC, whose libsvm fit is single-threaded and releases the GIL; 1 for the
+    rest, which already use every core (sklearnex, BLAS-backed solvers, torch) or a GPU, and for the Nystroem
+    approximation (each fit holds rows x 1000 floats: 4 GB at 1M rows). Threads, not processes: no worker
+    re-imports scikit-learn (1.7 s each), and results are bit-identical to the sequential fits."""
     if cfg.kind == "mlp":  # torch's global RNG drives its dropout: fits in threads would not be reproducible
         return 1
     if cfg.n_jobs != "auto":
         return int(cfg.n_jobs)
-    return (os.cpu_count() or 1) if backend == "sklearn" and cfg.kind == "svm" else 1
+    exact_svm = cfg.kind == "svm" and not kernel_approximated(cfg, backend, n_rows)
+    return usable_cores() if backend == "sklearn" and exact_svm else 1
 
 
 def fit_all(fn: Callable, items: Sequence, jobs: int) -> list:
@@ -298,7 +309,7 @@ def fit_head(cfg: HeadParams, task: Task, X_train, y_train, X_valid, y_valid) ->
     Returns (head, search report)."""
     backend = resolve_backend(cfg.backend)
     grid = cfg.C_grid or [cfg.C]
-    jobs = n_jobs(cfg, backend)
+    jobs = n_jobs(cfg, backend, len(X_train))
 
     def one(C):
         head = Head(cfg, task, backend, C).fit(X_train, y_train, X_valid, y_valid)

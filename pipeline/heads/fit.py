@@ -4,16 +4,13 @@ write, per feature set, its predictions, the stored head and a report. Single he
 
 One process per head, not per (features, head): changing a head's C pays one interpreter start and one
 scikit-learn import (about 1.7 s with sklearnex) for all its feature sets. The granularity DVC had per pair
-comes back by content: each feature set's folder records the fingerprint of what its fit read (`inputs.json`:
-the head's params, the seed, the feature stores' files, the labels, the pipeline's code), and a rerun copies
-the previous fit of a feature set whose fingerprint is unchanged instead of fitting it again (`persist: true`
-keeps the previous folder in place while the stage runs, as for the embedding cache). So a new fine-tune refits
-the heads on the fine-tuned features, not on the pretrained ones, and a new source fits only that source.
+comes back by content (pipeline/heads/reuse.py): a feature set whose fit's inputs (the head's params, the
+seed, the feature stores' vectors and index, the labels, the code, the backend) are those of a fit in
+`.cache/heads/` gets a copy of that fit instead of a new one. So a new fine-tune refits the heads on the
+fine-tuned features, not on the pretrained ones, and a new source fits only that source.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import time
@@ -22,20 +19,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import pipeline
 from pipeline import paths
 from pipeline.cache.store import read_features
 from pipeline.data.load import read_prepared
 from pipeline.data.tasks import Task
 from pipeline.heads.estimators import fit_head
+from pipeline.heads import reuse
 from pipeline.heads.folds import fit_folded
 from pipeline.heads.store import save_head
-from pipeline.io import file_sha256, params_record, read_json, write_json, write_params
+from pipeline.io import write_json, write_params
 from pipeline.params import Params
 from pipeline.preds import EVAL_SPLITS, write_preds
 
 log = logging.getLogger(__name__)
-INPUTS = "inputs.json"
 
 
 def feature_folders(params: Params, features: str) -> list[Path]:
@@ -48,58 +44,27 @@ def feature_sets(params: Params) -> list[str]:
     return list(params.sources) + list(params.concat)
 
 
-def _files_sha(folder: Path) -> dict[str, str]:
-    return {f.relative_to(folder).as_posix(): file_sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()}
-
-
-def code_sha() -> str:
-    """sha256 of the pipeline package's source files: a code change (which DVC reruns the stage for) never
-    reuses a fit made by other code."""
-    root = Path(pipeline.__file__).parent
-    h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def fingerprint(params: Params, features: str, head_name: str, data_dir: Path, code: str,
-                memo: dict[Path, dict] | None = None) -> str:
-    """sha256 of everything a head's fit on `features` reads: the head's params, the seed (k-fold assignment),
-    every file of each feature store, every file of the labels artifact, and the pipeline's code. `memo`:
-    folder -> its files' sha256, so a store shared by several feature sets is read once per stage."""
-    memo = {} if memo is None else memo
-
-    def files(folder: Path) -> dict[str, str]:
-        if folder not in memo:
-            memo[folder] = _files_sha(folder)
-        return memo[folder]
-    parts = {"head": params_record(head=params.heads[head_name]), "seed": params.seed, "code": code,
-             "features": {str(f): files(f) for f in feature_folders(params, features)},
-             "data": files(Path(data_dir))}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
 def run_heads(params: Params, head_name: str, out: Path, data_dir: Path = paths.DATA,
-              previous: Path | None = None) -> dict:
-    """Fit head `head_name` on every feature set -> `out`/<features>/ (what `run_head` writes, plus inputs.json),
-    copying a feature set's folder from `previous` (default: the head's current artifact) where its
-    fingerprint is unchanged. Writes `out`/summary.json ({"fitted": [...], "reused": [...], "seconds":
+              cache: Path = paths.HEAD_CACHE) -> dict:
+    """Fit head `head_name` on every feature set -> `out`/<features>/ (what `run_head` writes, plus inputs.json:
+    the fit's key and its files' sha256), copying a feature set's fit from `cache` where one has the same key
+    (pipeline/heads/reuse.py). Writes `out`/summary.json ({"fitted": [...], "reused": [...], "seconds":
     {features: fit s}}); returns its one-line form for the stage's log."""
     labels, task = read_prepared(data_dir)
-    code, previous = code_sha(), Path(previous) if previous is not None else paths.HEADS / head_name
+    code = reuse.code_sha()
     summary: dict = {"fitted": [], "reused": [], "seconds": {}}
     memo: dict[Path, dict] = {}
     for features in feature_sets(params):
-        key = fingerprint(params, features, head_name, data_dir, code, memo)
-        old, dst = previous / features, out / features
-        if (old / INPUTS).is_file() and read_json(old / INPUTS).get("key") == key:
-            shutil.copytree(old, dst)
+        key = reuse.fingerprint(params, features, head_name, data_dir, code, memo)
+        dst, cached = out / features, reuse.get(key, cache)
+        if cached is not None:
+            shutil.copytree(cached, dst)
             summary["reused"].append(features)
-            log.info("head %s on %s: inputs unchanged, the previous fit reused", head_name, features)
+            log.info("head %s on %s: the fit of the same inputs reused from %s", head_name, features, cached)
             continue
         dst.mkdir(parents=True)
         report = run_head(params, features, head_name, dst, data_dir, prepared=(labels, task))
-        write_json(dst / INPUTS, {"key": key})
+        reuse.put(key, dst, cache)
         summary["fitted"].append(features)
         summary["seconds"][features] = round(report["fit_seconds"], 3)
     write_json(out / "summary.json", summary)

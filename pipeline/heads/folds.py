@@ -75,7 +75,7 @@ def fit_folded(cfg: HeadParams, task: Task, X: np.ndarray, y: np.ndarray, k: int
     Every (C, fold) fit is independent: they run together on `n_jobs` threads."""
     backend = resolve_backend(cfg.backend)
     folds = fold_ids(task, y, k, seed)
-    grid, jobs = cfg.C_grid or [cfg.C], n_jobs(cfg, backend)
+    grid, jobs = cfg.C_grid or [cfg.C], n_jobs(cfg, backend, len(X) - len(X) // k)  # a fold's train rows
     pairs = [(C, j) for C in grid for j in range(k)]
     fitted = fit_all(lambda p: Head(cfg, task, backend, p[0]).fit(X[folds != p[1]], y[folds != p[1]],
                                                                    calibrate=False), pairs, jobs)

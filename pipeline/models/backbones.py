@@ -15,7 +15,7 @@ from torch import nn
 
 from pipeline import PipelineError
 from pipeline.data.batching import Tokenized, tokenize
-from pipeline.io import file_sha256
+from pipeline.io import files_sha256
 from pipeline.params import BackboneParams
 
 # Packages that ship a model folder and expose get_model_path(); name -> module.
@@ -147,8 +147,4 @@ def fingerprint(cfg: BackboneParams) -> dict:
     src = Path(resolve_model_path(cfg.name))
     if not src.is_dir():
         return {"files": {}}  # a hub name: pinned by its name only
-    files = {}
-    for f in sorted(src.rglob("*")):
-        if f.is_file() and f.suffix in (".safetensors", ".json", ".txt", ".model"):
-            files[str(f.relative_to(src))] = file_sha256(f)
-    return {"files": files}
+    return {"files": files_sha256(src, lambda rel: Path(rel).suffix in (".safetensors", ".json", ".txt", ".model"))}

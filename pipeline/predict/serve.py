@@ -5,6 +5,7 @@ precision and storage dtype as in the pipeline, and combined with the weights in
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -25,14 +26,28 @@ from pipeline.models.schemes import load_finetuned_encoder
 from pipeline.predict.staleness import check_fresh
 from pipeline.train.loop import predict_scores
 
+log = logging.getLogger(__name__)
+
 
 def _member(params: Params, name: str) -> tuple[str, str]:
-    """`<features>-<head>` -> (features, head), matched against the params (names may contain '-')."""
+    """`<features>-<head>` -> (features, head), matched against the params' names."""
     for f in list(params.sources) + list(params.concat):
         for h in params.heads:
             if name == f"{f}-{h}":
                 return f, h
     raise PipelineError(f"ensemble member {name!r} is not a <features>-<head> of params.yaml")
+
+
+def _warn_if_other_precision(params: Params, source: str, device: torch.device) -> None:
+    """precision: auto resolves per machine (bf16 only with bf16 units): new rows embedded here at another
+    precision than the cache the heads were fit on are close (cosine 0.99999 on MiniLM), not the same."""
+    key = paths.embeddings(source) / "key.json"
+    made = read_json(key).get("parts", {}) if key.is_file() else {}
+    here = resolve_precision(params.embed.precision, device)
+    if made.get("precision") not in (None, here) or made.get("device") not in (None, device.type):
+        log.warning("embedding for %s at %s on %s, but its cache was made at %s on %s (embed.precision auto "
+                    "resolves per machine): the heads see slightly other vectors than they were fit on", source,
+                    here, device.type, made.get("precision"), made.get("device"))
 
 
 def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -47,6 +62,7 @@ def predict_texts(params: Params, texts: list[str]) -> tuple[np.ndarray, dict[st
 
     def source(name: str) -> np.ndarray:
         if name not in cache:
+            _warn_if_other_precision(params, name, device)
             enc, dev = source_encoder(params, name), device
             if params.embed.backend != "torch":
                 enc, dev = stored_runtime(params, name, enc), torch.device("cpu")

@@ -240,3 +240,21 @@ def test_accelerate_launch_splits_the_shards_the_same_way(tmp_path, tiny_params)
     assert store_bytes(tmp_path / "two") == store_bytes(tmp_path / "one")
     s = json.loads((tmp_path / "two/summary.json").read_text())
     assert [r["shards"] for r in s["per_rank"]] == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]], log[-2000:]
+
+
+def test_shards_reported_through_the_process_group_count_as_written(tmp_path):
+    """On a shared filesystem rank 0 may not see another node's new progress file yet: the shards the ranks
+    reported once written and recorded count too; a shard nobody reported or recorded still refuses."""
+    X = np.random.default_rng(1).normal(size=(40, 3)).astype(np.float32)
+    part = partial_folder(tmp_path / "final", "k", [f"h{i}" for i in range(40)], 16, 8, "float32")
+    w = ShardWriter(part, 40, "float32", 16, 8)
+    for s in w.pending():
+        w.write(s, X[slice(*w.rows(s))])
+    (part / "progress-0.json").write_text(json.dumps({"done": [0, 2]}))  # shard 1's record not visible
+    (tmp_path / "out").mkdir()
+    from pipeline import PipelineError
+    with pytest.raises(PipelineError, match=r"shards \[1\] of 3 were never written"):
+        w.finish(tmp_path / "out", 3)
+    w.finish(tmp_path / "out", 3, reported={1})
+    import zarr
+    assert np.array_equal(zarr.open_array(str(tmp_path / "out/vectors.zarr"))[:], X)

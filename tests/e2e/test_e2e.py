@@ -103,8 +103,9 @@ def test_predict_reproduces_the_stored_ensemble(repo):
 def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
     """Changing heads.svm.C must cost seconds: these stages do their work without torch/transformers/timm,
     whose import alone costs seconds per stage. The stage really runs; then its modules are listed."""
-    if argv[0] == "stages.head":  # no previous fit to reuse: it fits on every feature set, sources and concat
+    if argv[0] == "stages.head":  # no fit to reuse: it fits on every feature set, sources and concat
         shutil.rmtree(repo / "artifacts/heads/svm")
+        shutil.rmtree(repo / ".cache/heads")
     code = ("import runpy, sys; sys.argv = %r; runpy.run_module(%r, run_name='__main__'); "
             "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'timm', 'torchvision', 'peft') "
             "if m in sys.modules)); print('SKLEARN', 'sklearn' in sys.modules)" % (argv, argv[0]))

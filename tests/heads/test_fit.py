@@ -1,6 +1,6 @@
-"""The head stage fits one head on every feature set in one process, and reuses the previous fit of a feature
-set whose inputs (head params, seed, feature store files, labels, code) are unchanged. Real Zarr stores, a
-real prepared-data folder, real SVM fits; a 3-class task."""
+"""The head stage fits one head on every feature set in one process, and reuses a fit from .cache/heads whose
+inputs (head params, seed, backend, feature stores' vectors and index, labels, code) are the same and whose
+files are intact. Real Zarr stores, a real prepared-data folder, real SVM fits; a 3-class task."""
 import json
 
 import numpy as np
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cache.store import write_embeddings
-from pipeline.heads import fit as fit_mod
+from pipeline.heads import reuse
 from pipeline.heads.fit import run_heads
 from pipeline.heads.store import load_head
 from pipeline.io import write_json
@@ -42,20 +42,20 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def params(C=1.0) -> Params:
+def params(C=1.0, seed=42, concat=("a_pt", "b_ft")) -> Params:
     return Params.model_validate({
-        "data": {"task": "multiclass", "source": "file", "path": "x.csv"},
+        "seed": seed, "data": {"task": "multiclass", "source": "file", "path": "x.csv"},
         "backbones": {"bb": {"name": "x"}},
         "sources": {"a_pt": {"backbone": "bb", "from": "pretrained"}, "b_ft": {"backbone": "bb", "from": "finetune"}},
-        "concat": {"ab": ["a_pt", "b_ft"]},
+        "concat": {"ab": list(concat)},
         "heads": {"svm": {"kind": "svm", "C": C, "backend": "sklearn"}},
         "ensemble": {"members": ["a_pt-svm"]}})
 
 
-def run(root, name, p, previous=None) -> dict:
+def run(root, name, p) -> dict:
     out = root / name
     out.mkdir()
-    run_heads(p, "svm", out, previous=previous)
+    run_heads(p, "svm", out)  # the cache: .cache/heads under the project root (the test's cwd)
     return json.loads((out / "summary.json").read_text())
 
 
@@ -65,20 +65,48 @@ def test_one_stage_fits_every_feature_set_and_reuses_only_what_did_not_change(pr
     for f in ("a_pt", "b_ft", "ab"):
         assert (project / "run1" / f / "preds.parquet").is_file() and (project / "run1" / f / "params.yaml").is_file()
 
-    again = run(project, "run2", params(), previous=project / "run1")
+    again = run(project, "run2", params())
     assert again["reused"] == ["a_pt", "b_ft", "ab"] and again["fitted"] == []
-    for f in ("a_pt", "b_ft", "ab"):  # the reused folders are the previous fit, byte for byte
+    for f in ("a_pt", "b_ft", "ab"):  # the reused folders are the first fit, byte for byte
         for name in ("preds.parquet", "estimators.pkl", "report.json", "inputs.json"):
             assert (project / "run2" / f / name).read_bytes() == (project / "run1" / f / name).read_bytes()
     X = np.zeros((3, 6), dtype=np.float32)
     assert np.array_equal(load_head(project / "run2/a_pt").scores(X), load_head(project / "run1/a_pt").scores(X))
 
     store(project, "b_ft", 2)  # a new fine-tune: new vectors for b_ft only
-    third = run(project, "run3", params(), previous=project / "run2")
+    third = run(project, "run3", params())
     assert third["fitted"] == ["b_ft", "ab"] and third["reused"] == ["a_pt"]
 
-    fourth = run(project, "run4", params(C=2.0), previous=project / "run3")  # the head's params: every set
+    fourth = run(project, "run4", params(C=2.0))  # the head's params: every set
     assert fourth["fitted"] == ["a_pt", "b_ft", "ab"]
+    assert run(project, "run5", params())["reused"] == ["a_pt", "b_ft", "ab"]  # back to C=1: all cached
+
+
+def test_a_reordered_concat_and_a_new_seed_are_other_fits(project):
+    run(project, "run1", params())
+    flipped = run(project, "run2", params(concat=("b_ft", "a_pt")))  # other columns, other SVM
+    assert flipped["fitted"] == ["ab"] and flipped["reused"] == ["a_pt", "b_ft"]
+    assert run(project, "run3", params(seed=7))["reused"] == []  # the seed: the k-fold assignment
+
+
+def test_what_does_not_shape_a_fit_does_not_refit(project):
+    run(project, "run1", params())
+    for src in ("a_pt", "b_ft"):  # an embed's timings and params record, with the same vectors
+        (project / "artifacts/embeddings" / src / "summary.json").write_text('{"seconds": 1.0}')
+        (project / "artifacts/embeddings" / src / "params.yaml").write_text("embed: {batch_size: 7}\n")
+    (project / "artifacts/data/report.json").write_text("{}")
+    assert run(project, "run2", params())["reused"] == ["a_pt", "b_ft", "ab"]
+
+
+def test_a_changed_cached_file_is_refit_never_reused(project, caplog):
+    run(project, "run1", params())
+    key = json.loads((project / "run1/a_pt/inputs.json").read_text())["key"]
+    pkl = project / ".cache/heads" / key / "estimators.pkl"
+    pkl.write_bytes(pkl.read_bytes()[:-10])  # truncated
+    again = run(project, "run2", params())
+    assert again["fitted"] == ["a_pt"] and "files changed" in caplog.text
+    (project / ".cache/heads" / key / "inputs.json").write_text("not json")
+    assert run(project, "run3", params())["fitted"] == ["a_pt"]  # an unreadable record: a refit, no crash
 
 
 def test_new_labels_or_new_code_refit_every_feature_set(project, monkeypatch):
@@ -86,10 +114,17 @@ def test_new_labels_or_new_code_refit_every_feature_set(project, monkeypatch):
     df = pd.read_parquet(project / "artifacts/data/dataset.parquet")
     df.loc[0, "label"] = "pos" if df.loc[0, "label"] != "pos" else "neg"
     df.to_parquet(project / "artifacts/data/dataset.parquet")
-    assert run(project, "run2", params(), previous=project / "run1")["reused"] == []
+    assert run(project, "run2", params())["reused"] == []
 
-    monkeypatch.setattr(fit_mod, "code_sha", lambda: "other code")
-    assert run(project, "run3", params(), previous=project / "run2")["reused"] == []
+    monkeypatch.setattr(reuse, "code_sha", lambda: "other code")
+    assert run(project, "run3", params())["reused"] == []
+
+
+def test_the_cache_keeps_the_most_recent_fits(project, monkeypatch):
+    monkeypatch.setattr(reuse, "KEEP", 4)
+    run(project, "run1", params())
+    run(project, "run2", params(C=2.0))
+    assert len([d for d in (project / ".cache/heads").iterdir() if d.is_dir()]) == 4
 
 
 def test_the_stage_log_line_names_what_was_fit_and_reused(project):

@@ -219,7 +219,8 @@ def test_n_jobs_auto_uses_every_core_only_for_single_threaded_svm_fits():
 
     from pipeline.heads.estimators import n_jobs
 
-    assert n_jobs(HeadParams(kind="svm"), "sklearn") == os.cpu_count()
+    assert n_jobs(HeadParams(kind="svm"), "sklearn") == len(os.sched_getaffinity(0))  # this process's cores
+    assert n_jobs(HeadParams(kind="svm", max_kernel_rows=100), "sklearn", 101) == 1  # Nystroem: rows x 1000 each
     assert n_jobs(HeadParams(kind="svm"), "sklearnex") == 1  # already multithreaded: 0.89x in threads
     assert n_jobs(HeadParams(kind="logistic"), "sklearn") == 1
     assert n_jobs(HeadParams(kind="svm", n_jobs=3), "sklearnex") == 3
