@@ -189,7 +189,7 @@ MUTATIONS = [
              (f"{HEADS}::test_parallel_grid_and_folds_fit_on_threads_and_equal_the_sequential_fits",),
              "the (C, fold) fits of a k-fold head run one after another whatever n_jobs says"),
     Mutation("head-fits-never-reused", "pipeline/heads/fit.py",
-             "dst, cached = out / features, reuse.get(key, cache)", "dst, cached = out / features, None",
+             "if reuse.restore(key, dst, cache):", "if False:",
              ("tests/heads/test_fit.py::test_one_stage_fits_every_feature_set_and_reuses_only_what_did_not_change",),
              "the head stage refits every feature set on every rerun (one stage per head loses per-pair reruns)"),
     Mutation("head-fingerprint-ignores-features", "pipeline/heads/reuse.py",

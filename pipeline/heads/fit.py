@@ -12,7 +12,6 @@ fine-tuned features, not on the pretrained ones, and a new source fits only that
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -56,11 +55,10 @@ def run_heads(params: Params, head_name: str, out: Path, data_dir: Path = paths.
     memo: dict[Path, dict] = {}
     for features in feature_sets(params):
         key = reuse.fingerprint(params, features, head_name, data_dir, code, memo)
-        dst, cached = out / features, reuse.get(key, cache)
-        if cached is not None:
-            shutil.copytree(cached, dst)
+        dst = out / features
+        if reuse.restore(key, dst, cache):
             summary["reused"].append(features)
-            log.info("head %s on %s: the fit of the same inputs reused from %s", head_name, features, cached)
+            log.info("head %s on %s: the fit of the same inputs copied from %s", head_name, features, cache / key)
             continue
         dst.mkdir(parents=True)
         report = run_head(params, features, head_name, dst, data_dir, prepared=(labels, task))

@@ -7,7 +7,7 @@ the files its fit reads (`vectors.zarr`, `index.parquet`, `key.json`; not the st
 record), the labels (`dataset.parquet`, `task.json`), and the source files of the `pipeline` package.
 
 The fits live in `.cache/heads/<key>/` (outside DVC and git, like a compiler cache): `put` copies a finished
-fit there with the sha256 of each of its files, `get` returns an entry only when every file still matches
+fit there with the sha256 of each of its files, `restore` copies an entry only when every file still matches
 (a changed or truncated file means a refit, never a reuse). The `KEEP` most recently used entries stay.
 DVC's own run cache still restores a whole head stage whose inputs it has seen (the outputs are not
 `persist`), so both a revisited `C` and a new fine-tune (the pretrained features' fit reused) cost no fit.
@@ -78,19 +78,22 @@ def fingerprint(params: Params, features: str, head_name: str, data_dir: Path, c
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def get(key: str, cache: Path = paths.HEAD_CACHE) -> Path | None:
-    """The cached fit under `key`, if every file it recorded is there unchanged; else None."""
+def restore(key: str, dst: Path, cache: Path = paths.HEAD_CACHE) -> bool:
+    """Copy the cached fit under `key` to `dst` if every file it recorded is there unchanged -> whether it did.
+    Any failure (no entry, a changed file, an entry evicted by another process mid-copy) is False: a refit."""
     entry = Path(cache) / key
     try:
         rec = read_json(entry / INPUTS)
         ok = rec["key"] == key and files_sha256(entry, lambda rel: rel != INPUTS) == rec["files"]
+        if not ok:
+            log.warning("%s: a cached fit whose files changed: fitting again", entry)
+            return False
+        shutil.copytree(entry, dst)
+        os.utime(entry)  # most recently used
+        return True
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not ok:
-        log.warning("%s: a cached fit whose files changed: fitting again", entry)
-        return None
-    os.utime(entry)  # most recently used
-    return entry
+        shutil.rmtree(dst, ignore_errors=True)
+        return False
 
 
 def put(key: str, fit: Path, cache: Path = paths.HEAD_CACHE) -> None:
@@ -103,7 +106,10 @@ def put(key: str, fit: Path, cache: Path = paths.HEAD_CACHE) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(fit, tmp)
     shutil.rmtree(cache / key, ignore_errors=True)
-    tmp.rename(cache / key)
+    try:
+        tmp.rename(cache / key)
+    except OSError:  # another process stored the same key meanwhile: the same fit, keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     entries = sorted((d for d in cache.iterdir() if d.is_dir() and not d.name.startswith(".")),
                      key=lambda d: d.stat().st_mtime, reverse=True)
     for old in entries[KEEP:]:
