@@ -22,9 +22,9 @@ from pipeline import PipelineError
 FILE = "inputs.parquet"
 
 
-def input_column(df: pd.DataFrame) -> str:
-    """The model's input column of a prepared frame: image paths or texts."""
-    return "image" if "image" in df.columns else "text"
+def input_column(df) -> str:
+    """The model's input column of a prepared frame (or of a list of column names): image paths or texts."""
+    return "image" if "image" in getattr(df, "columns", df) else "text"
 
 
 def text_hash(text: str) -> str:
@@ -74,7 +74,7 @@ class InputRows:
         if not path.exists():
             raise PipelineError(f"{path}: not found (run the prepare stage first)")
         self.file = pq.ParquetFile(path)
-        self.column = "image" if "image" in self.file.schema_arrow.names else "text"
+        self.column = input_column(self.file.schema_arrow.names)
         self.keys = self.file.read(columns=["id", "input_hash"])
         self.n = self.keys.num_rows
         meta = self.file.metadata
