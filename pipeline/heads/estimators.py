@@ -296,12 +296,15 @@ def n_jobs(cfg: HeadParams, backend: str, n_rows: int = 0) -> int:
 
 
 def fit_all(fn: Callable, items: Sequence, jobs: int) -> list:
-    """[fn(x) for x in items], on `jobs` threads when jobs > 1 (joblib), results in the order of `items`."""
+    """[fn(x) for x in items], on `jobs` threads when jobs > 1, results in the order of `items`.
+    Threads, not processes: the estimators release the GIL in their C loops, and nothing is pickled
+    (a pickle-based process pool would break the rule tests/train/test_resume.py enforces)."""
     if jobs <= 1 or len(items) < 2:
         return [fn(x) for x in items]
-    from joblib import Parallel, delayed
+    from concurrent.futures import ThreadPoolExecutor
 
-    return Parallel(n_jobs=min(jobs, len(items)), backend="threading")(delayed(fn)(x) for x in items)
+    with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def fit_head(cfg: HeadParams, task: Task, X_train, y_train, X_valid, y_valid) -> tuple[Head, dict]:

@@ -229,23 +229,28 @@ def test_n_jobs_auto_uses_every_core_only_for_single_threaded_svm_fits():
 
 @pytest.mark.parametrize("folds", [0, 3])
 def test_parallel_grid_and_folds_fit_on_threads_and_equal_the_sequential_fits(folds, monkeypatch):
-    """Every (C, fold) fit runs on the joblib threads (several at once), and the chosen head, its scores and
-    the report are the same as with n_jobs 1: threads change when a fit runs, not what it computes."""
+    """Every (C, fold) fit runs on worker threads, two at once (the first two meet at a barrier, which
+    times out if they ran one after another), and the chosen head, its scores and the report are the same
+    as with n_jobs 1: threads change when a fit runs, not what it computes."""
     import threading
 
     from pipeline.heads import estimators
 
-    threads, real_fit = set(), estimators.Head.fit
+    threads, real_fit, calls = set(), estimators.Head.fit, []
 
     def recording_fit(self, *a, **kw):
         threads.add(threading.get_ident())
+        calls.append(None)
+        if jobs == 2 and len(calls) <= 2:
+            meet.wait(timeout=10)
         return real_fit(self, *a, **kw)
     X, y = blobs(n=300, k=3, sep=1.0)
     task = Task("multiclass", classes=["a", "b", "c"])
     out = {}
     for jobs in (1, 2):
         cfg = HeadParams(kind="svm", backend="sklearn", C_grid=[0.1, 1.0, 10.0], n_jobs=jobs)
-        threads.clear()
+        threads.clear(), calls.clear()
+        meet = threading.Barrier(2)
         monkeypatch.setattr(estimators.Head, "fit", recording_fit)
         if folds:
             head, oof, rep = fit_folded(cfg, task, X, y, folds, seed=0)
