@@ -13,6 +13,8 @@ At N = --extras-at (100k by default) also:
 - incremental: 1% new rows appended, inputs and embed rerun on the full store: embed wall and its ratio to
           the full pass.
 `--heads 5000 10000 20000`: the SVM head's fit, exact kernel SVC vs Nystroem + linear SVM (`max_kernel_rows`).
+`--head-memory 100000 300000`: the head stage's peak RSS: reading a concat whole vs shard by shard, and the
+approximate SVM with liblinear vs streamed SGD (`stream_rows`): fit s, accuracy, peak RSS.
 `--ranks R`: instead, at the first of --sizes, the embed stage from no store in one process with every core's
 threads, in one with cores/R threads, and under `torchrun --nproc_per_node R` (gloo, cores/R threads a rank):
 wall times, each rank's rows, and whether each store equals the R-rank one bit for bit (vectors.zarr's files,
@@ -261,6 +263,64 @@ def heads(sizes: list[int], dim: int = 384) -> None:
         print(f"| {n:,} | " + " | ".join(out) + " |", flush=True)
 
 
+HEAD_READ = """
+import numpy as np
+from pipeline.cache.store import read_embeddings, read_features
+folders = ["a", "a"]  # a concat of two 384-wide sources (one store twice: the same bytes read)
+X = np.hstack([read_embeddings(f)[0] for f in folders]) if {whole} else read_features(folders)[0]
+print("shape", X.shape)
+"""
+HEAD_FIT = """
+import json, time
+import numpy as np
+from pipeline.cache.store import read_features
+from pipeline.data.tasks import Task
+from pipeline.heads.estimators import fit_head
+from pipeline.params import HeadParams
+X, _ = read_features(["a"])
+y = np.load("y.npy")
+n = len(X) - 4000
+task = Task("binary", classes=["0", "1"])
+t0 = time.perf_counter()
+head, rep = fit_head(HeadParams(kind="svm", max_kernel_rows=1, stream_rows={stream_rows}), task, X[:n], y[:n],
+                     X[n:n + 2000], y[n:n + 2000])
+fit_s = time.perf_counter() - t0
+print("RESULT", json.dumps({{"fit_s": fit_s, "accuracy": task.metrics(y[n + 2000:], head.scores(X[n + 2000:]))["accuracy"]}}))
+"""
+
+
+def head_memory(sizes: list[int], work: Path, dim: int = 384) -> None:
+    """The head stage's memory at N train rows (+ 2,000 valid and 2,000 test), each step in its own process
+    (peak RSS, VmHWM): reading a concat of two stores, whole stores + hstack (the code before) against
+    shard by shard into one matrix (`read_features`); and the approximate SVM's fit (`max_kernel_rows` below N)
+    with liblinear on every row's Nystroem features against the streamed SGD (`stream_rows` below N): fit
+    time, test accuracy, peak RSS. Data: two overlapping Gaussian classes in `dim` dimensions, as `--heads`."""
+    from pipeline.cache.store import write_embeddings
+    import pandas as pd
+
+    print("\n| train rows | read: whole + hstack MB | read: by shard MB | liblinear fit s | accuracy | peak MB "
+          "| streamed SGD fit s | accuracy | peak MB |\n|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        folder = work / f"heads-n{n}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        y = rng.integers(0, 2, n + 4000)
+        X = (rng.normal(size=(n + 4000, dim)) + 0.04 * (2 * y[:, None] - 1)).astype(np.float32)
+        ids = pd.Series([f"r{i}" for i in range(n + 4000)])
+        write_embeddings(folder / "a", X, pd.DataFrame({"id": ids, "input_hash": ids}))
+        np.save(folder / "y.npy", y)
+        del X
+        cells = []
+        for whole in (True, False):
+            cells.append(f"{checked(run(folder, ['-c', HEAD_READ.format(whole=whole)]), 'read')['peak_rss_mb']:.0f}")
+        for stream_rows in (10**9, 1):
+            r = checked(run(folder, ["-c", HEAD_FIT.format(stream_rows=stream_rows)]), "fit")
+            res = json.loads(r["log"].split("RESULT ", 1)[1].splitlines()[0])
+            cells += [f"{res['fit_s']:.1f}", f"{res['accuracy']:.4f}", f"{r['peak_rss_mb']:.0f}"]
+        print(f"| {n:,} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -268,10 +328,14 @@ def main() -> None:
     ap.add_argument("--extras-at", type=int, default=100_000, help="N for kill-resume and incremental")
     ap.add_argument("--shard-rows", type=int, default=65536, help="embed.shard_rows (default: params.py's)")
     ap.add_argument("--heads", type=int, nargs="*", help="instead: the SVM head's fit time at these train rows")
+    ap.add_argument("--head-memory", type=int, nargs="*",
+                    help="instead: the head stage's reads and approximate SVM fits at these train rows (peak RSS)")
     ap.add_argument("--ranks", type=int, help="instead: the embed stage under this many torchrun ranks vs one")
     args = ap.parse_args()
     if args.heads:
         return heads(args.heads)
+    if args.head_memory:
+        return head_memory(args.head_memory, args.work)
     model = make_model(args.work / "tiny-bert-64")
     if args.ranks:
         return ranks(args.work / f"ranks-n{args.sizes[0]}", args.sizes[0], model, args.shard_rows, args.ranks)

@@ -197,6 +197,9 @@ class HeadParams(_Section):
     epsilon: float = Field(0.05, ge=0)  # SVR, on targets scaled to [0, 1]
     # kernel SVMs on more train rows than this: Nystroem + linear SVM on CPU (exact kernel fits are ~quadratic)
     max_kernel_rows: int = Field(20000, gt=0)
+    # ... and on more than this, the linear SVM streams the Nystroem features in chunks through averaged SGD
+    # instead of liblinear holding them all (about rows x 24 kB): pipeline/heads/approx.py
+    stream_rows: int = Field(200000, gt=0)
     n_neighbors: int = Field(15, gt=0)
     # mlp: the fine-tuning head on cached embeddings (weight decay 0.01 / C)
     hidden: int = Field(256, ge=0)

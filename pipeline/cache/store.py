@@ -67,18 +67,35 @@ def write_index(folder: str | Path, index, key: dict | None = None) -> None:
         write_json(folder / "key.json", key)
 
 
-def read_embeddings(folder: str | Path, dtype=np.float32) -> tuple[np.ndarray, pd.DataFrame]:
-    """-> (X (N, D) as `dtype`, index frame). Raises PipelineError naming the folder if it is not a cache."""
+def _opened(folder: str | Path):
+    """-> (the store's Zarr array, opened read-only, not loaded; its index frame), or PipelineError naming the
+    folder if it is not a cache or its index and vectors disagree."""
     folder = Path(folder)
     if not (folder / "index.parquet").exists() or not (folder / "vectors.zarr").exists():
         raise PipelineError(f"{folder}: not an embedding cache (run the embed stage first)")
     import zarr
 
-    X = zarr.open_array(str(folder / "vectors.zarr"), mode="r")[:]
-    X = X if dtype is None else X.astype(dtype)
+    arr = zarr.open_array(str(folder / "vectors.zarr"), mode="r")
     index = pd.read_parquet(folder / "index.parquet")
-    if len(index) != len(X):
-        raise PipelineError(f"{folder}: index has {len(index)} rows but vectors have {len(X)}")
+    if len(index) != arr.shape[0]:
+        raise PipelineError(f"{folder}: index has {len(index)} rows but vectors have {arr.shape[0]}")
+    return arr, index
+
+
+def _fill(out: np.ndarray, arr, col: int) -> None:
+    """Copy `arr` (N, d) into out[:, col:col + d], a shard's rows at a time: besides `out`, memory holds one
+    shard as stored (float16 or float32), never a second (N, d) matrix."""
+    step = (getattr(arr, "shards", None) or arr.chunks)[0]
+    for a in range(0, arr.shape[0], step):
+        out[a:a + step, col:col + arr.shape[1]] = arr[a:a + step]
+
+
+def read_embeddings(folder: str | Path, dtype=np.float32) -> tuple[np.ndarray, pd.DataFrame]:
+    """-> (X (N, D) as `dtype`, or as stored if None; index frame). Raises PipelineError naming the folder if
+    it is not a cache."""
+    arr, index = _opened(folder)
+    X = np.empty(arr.shape, arr.dtype if dtype is None else dtype)
+    _fill(X, arr, 0)
     return X, index
 
 
@@ -98,16 +115,22 @@ def join_labels(index: pd.DataFrame, labels: pd.DataFrame, where: str) -> pd.Dat
 
 
 def read_features(folders: list[str | Path], labels: pd.DataFrame | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-    """Concatenate several caches column-wise; their ids must agree row for row. With `labels` (the dataset
-    frame of artifacts/data), the index gets their label and split columns, joined by id."""
-    parts = [read_embeddings(f) for f in folders]
+    """Concatenate several caches column-wise into one float32 (N, sum of D) matrix, filled in place a shard
+    at a time (`_fill`: no per-store matrix, no hstack copy); their ids must agree row for row. With `labels`
+    (the dataset frame of artifacts/data), the index gets their label and split columns, joined by id."""
+    parts = [_opened(f) for f in folders]
     index = parts[0][1]
     for (_, idx), f in zip(parts[1:], folders[1:]):
         if not idx["id"].equals(index["id"]):
             raise PipelineError(f"{f}: rows do not match {folders[0]} (embed both from the same data)")
     if labels is not None:
         index = join_labels(index, labels, str(folders[0]))
-    return np.hstack([X for X, _ in parts]), index
+    X = np.empty((len(index), sum(arr.shape[1] for arr, _ in parts)), np.float32)
+    col = 0
+    for arr, _ in parts:
+        _fill(X, arr, col)
+        col += arr.shape[1]
+    return X, index
 
 
 def reusable(folder: str | Path, key: dict) -> tuple[object, Callable] | None:

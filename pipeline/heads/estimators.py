@@ -18,6 +18,9 @@ from pipeline.data.tasks import Task
 from pipeline.params import HeadParams
 
 log = logging.getLogger(__name__)
+# Rows scored at a time: the normalized copy, an approximate SVM's Nystroem features (rows x 1000 float64)
+# and the estimators' temporaries stay bounded whatever the number of rows scored.
+SCORE_ROWS = 65536
 
 
 def cuml_available() -> bool:
@@ -94,7 +97,8 @@ class Head:
         E, c = _estimators(self.backend), self.cfg
         kind = c.kind
         if kind == "svm" and self.approx and Xn is not None:
-            return self._approx_svm(regression, Xn)
+            from pipeline.heads.approx import kernel_svm
+            return kernel_svm(c, self.C, regression, Xn)
         if kind == "svm":
             if regression:
                 return E["SVR"](C=self.C, kernel=c.kernel, gamma=c.gamma, epsilon=c.epsilon)
@@ -109,25 +113,6 @@ class Head:
 
     def approximates(self, n_rows: int) -> bool:
         return kernel_approximated(self.cfg, self.backend, n_rows)
-
-    def _approx_svm(self, regression: bool, Xn: np.ndarray):
-        """The same kernel (and gamma, as SVC resolves 'scale'/'auto' on these rows), approximated by
-        min(1000, rows) Nystroem components, then a linear SVM (sklearn; seeded: reruns agree). Memory: the
-        features are rows x 1000 floats (4 GB at 1M rows in float32)."""
-        from sklearn.kernel_approximation import Nystroem
-        from sklearn.pipeline import make_pipeline
-        from sklearn.svm import LinearSVC, LinearSVR
-
-        c = self.cfg
-        gamma = c.gamma if not isinstance(c.gamma, str) else \
-            1.0 / (Xn.shape[1] * (Xn.var() if c.gamma == "scale" else 1.0) or 1.0)
-        k = min(1000, len(Xn))
-        log.info("head svm: %d rows > max_kernel_rows %d: Nystroem (%s kernel, %d components) + linear SVM",
-                 len(Xn), c.max_kernel_rows, c.kernel, k)
-        features = Nystroem(kernel=c.kernel, gamma=gamma, coef0=0, degree=3, n_components=k, random_state=0)
-        linear = LinearSVR(C=self.C, epsilon=c.epsilon, max_iter=5000) if regression else \
-            LinearSVC(C=self.C, max_iter=5000)
-        return make_pipeline(features, linear)
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_cal: np.ndarray | None = None,
             y_cal: np.ndarray | None = None, calibrate: bool = True) -> "Head":
@@ -177,6 +162,9 @@ class Head:
 
     def margins(self, X: np.ndarray) -> list[np.ndarray]:
         """Raw SVC decision scores, one (N, 1 or K) array per estimator."""
+        if len(X) > SCORE_ROWS:
+            parts = [self.margins(X[a:a + SCORE_ROWS]) for a in range(0, len(X), SCORE_ROWS)]
+            return [np.vstack(p) for p in zip(*parts)]
         Xn = self._norm(X)
         return [_margins(m, Xn) for m in self.models]
 
@@ -223,7 +211,9 @@ class Head:
         return np.asarray(y, dtype=np.float64).reshape(len(y), -1)
 
     def scores(self, X: np.ndarray) -> np.ndarray:
-        """X (N, D) -> scores (N, K) as described in tasks.py."""
+        """X (N, D) -> scores (N, K) as described in tasks.py, `SCORE_ROWS` rows at a time."""
+        if len(X) > SCORE_ROWS:
+            return np.vstack([self.scores(X[a:a + SCORE_ROWS]) for a in range(0, len(X), SCORE_ROWS)])
         Xn = self._norm(X)
         t = self.task
         if self.cfg.kind == "mlp":

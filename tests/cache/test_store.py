@@ -52,3 +52,27 @@ def test_a_duplicated_input_maps_to_its_first_row(tmp_path):
     index = pd.DataFrame({"id": ["a", "b", "c"], "input_hash": ["h", "g", "h"]})  # a and c: the same text
     write_embeddings(tmp_path / "s", X, index, key=KEY)
     assert reusable(tmp_path / "s", KEY)[1](["h", "g"]).tolist() == [0.0, 1.0]
+
+
+def test_features_are_read_a_shard_at_a_time_into_one_matrix(tmp_path, monkeypatch):
+    """Two stores side by side (one float16) -> one float32 matrix equal to their hstack, and no read of a
+    store returns more than one shard's rows: at 10M rows the head holds the matrix, not a copy per store."""
+    import zarr
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    index = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "input_hash": [f"h{i}" for i in range(n)]})
+    A, B = rng.normal(size=(n, 8)).astype(np.float32), rng.normal(size=(n, 3)).astype(np.float32)
+    write_embeddings(tmp_path / "a", A, index, chunk_rows=64, shard_rows=128)
+    write_embeddings(tmp_path / "b", B, index, dtype="float16", chunk_rows=64, shard_rows=128)
+    reads, getitem = [], zarr.Array.__getitem__
+
+    def spy(self, sel):
+        out = getitem(self, sel)
+        reads.append(len(out))
+        return out
+    monkeypatch.setattr(zarr.Array, "__getitem__", spy)
+    F, idx = read_features([tmp_path / "a", tmp_path / "b"])
+    assert F.dtype == np.float32 and np.array_equal(F, np.hstack([A, B.astype(np.float16).astype(np.float32)]))
+    assert idx["id"].tolist() == index["id"].tolist()
+    assert reads and max(reads) <= 128 and sum(reads) == 2 * n, reads

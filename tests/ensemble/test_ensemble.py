@@ -85,6 +85,24 @@ def test_log_loss_blend_that_loses_accuracy_falls_back_to_the_best_member(tmp_pa
     assert 0 < rep["weights"]["src-b"] < 1 and rep["check"]["fallback"] is False
 
 
+def test_members_are_aligned_by_id_and_a_missing_row_names_its_preds_file(tmp_path, monkeypatch):
+    from pipeline import PipelineError
+
+    params = project(tmp_path, monkeypatch)
+    out = tmp_path / "artifacts/ensemble"
+    out.mkdir()
+    run_ensemble(params, out)
+    first = (pd.read_parquet(out / "preds.parquet"), (out / "weights.json").read_text())
+    f = tmp_path / "artifacts/heads/b/src/preds.parquet"
+    b = pd.read_parquet(f)
+    b.iloc[::-1].to_parquet(f)  # another row order: joined by id, the same blend
+    run_ensemble(params, out)
+    assert pd.read_parquet(out / "preds.parquet").equals(first[0]) and (out / "weights.json").read_text() == first[1]
+    b.iloc[1:].to_parquet(f)  # r0, a valid row, missing
+    with pytest.raises(PipelineError, match=r"heads/b/src/preds.parquet: no valid predictions for ids \['r0'\]"):
+        run_ensemble(params, out)
+
+
 @pytest.mark.parametrize("order", [0, 1])
 def test_primary_objective_keeps_accuracy_and_breaks_ties_by_log_loss(order):
     y, a, b = members()

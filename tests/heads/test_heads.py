@@ -200,6 +200,48 @@ def test_a_kernel_svm_above_max_kernel_rows_is_nystroem_plus_a_linear_svm(calibr
     assert np.array_equal(load_head(tmp_path).scores(X[400:]), approx.scores(X[400:]))
 
 
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_above_stream_rows_the_approximate_svm_fits_and_scores_a_chunk_of_features_at_a_time(
+        kind, monkeypatch, caplog, tmp_path):
+    """Past stream_rows no step sees more than a chunk of rows' Nystroem features, in the fit (CHUNK) or in
+    scoring (SCORE_ROWS), and the streamed SGD SVM does about as well as liblinear on all the features at once
+    (the ring again: a linear SVM on the raw vectors cannot solve it)."""
+    import logging
+
+    from sklearn.kernel_approximation import Nystroem
+
+    from pipeline.heads import approx, estimators
+    from pipeline.heads.store import load_head, save_head
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1400, 4)).astype(np.float32)
+    r = np.linalg.norm(X[:, :2], axis=1)
+    if kind == "regression":
+        y, task, metric = r, Task("regression", y_min=float(r.min()), y_max=float(r.max())), "rmse"
+    else:
+        y = np.digitize(r, [0.9, 1.5]) if kind == "multiclass" else (r > 1.2).astype(int)
+        task, metric = Task(kind, classes=[str(c) for c in np.unique(y)]), "accuracy"
+    seen, transform = [], Nystroem.transform
+    monkeypatch.setattr(Nystroem, "transform", lambda self, Z: seen.append(len(Z)) or transform(self, Z))
+    monkeypatch.setattr(approx, "CHUNK", 128)
+    monkeypatch.setattr(approx, "EPOCHS", 20)  # 1,000 rows: SGD needs more passes than at stream_rows' scale
+    monkeypatch.setattr(estimators, "SCORE_ROWS", 150)
+    args = (task, X[:1000], y[:1000], X[1000:1200], y[1000:1200])
+    with caplog.at_level(logging.INFO):
+        streamed, rep = fit_head(HeadParams(kind="svm", max_kernel_rows=100, stream_rows=500), *args)
+        s = streamed.scores(X[1200:])
+    assert "1000 rows > max_kernel_rows 100" in caplog.text and "SGD, 20 passes in chunks of 128 rows" in caplog.text
+    assert rep["kernel_approximation"] and seen and max(seen) <= 150, seen
+    whole, _ = fit_head(HeadParams(kind="svm", max_kernel_rows=100), *args)  # 1000 rows <= stream_rows: liblinear
+    got, ref = task.metrics(y[1200:], s)[metric], task.metrics(y[1200:], whole.scores(X[1200:]))[metric]
+    if kind == "regression":
+        assert got < 1.25 * ref and got < 0.5 * y.std(), (got, ref)
+    else:
+        assert got > ref - 0.05 and got > 0.8, (got, ref)
+    save_head(streamed, tmp_path)  # a plain Pipeline(Nystroem, SGD): the allowlisted unpickler reads it
+    assert np.array_equal(load_head(tmp_path).scores(X[1200:]), s)
+
+
 def test_fit_all_runs_items_at_once_on_threads_and_keeps_their_order():
     import threading
 
