@@ -198,7 +198,7 @@ class HeadParams(_Section):
     # kernel SVMs on more train rows than this: Nystroem + linear SVM on CPU (exact kernel fits are ~quadratic)
     max_kernel_rows: int = Field(20000, gt=0)
     # ... and on more than this, the linear SVM streams the Nystroem features in chunks through averaged SGD
-    # instead of liblinear holding them all (about rows x 24 kB): pipeline/heads/approx.py
+    # instead of liblinear holding them all (about 30 kB a row): pipeline/heads/approx.py
     stream_rows: int = Field(200000, gt=0)
     n_neighbors: int = Field(15, gt=0)
     # mlp: the fine-tuning head on cached embeddings (weight decay 0.01 / C)

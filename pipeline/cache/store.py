@@ -82,12 +82,20 @@ def _opened(folder: str | Path):
     return arr, index
 
 
-def _fill(out: np.ndarray, arr, col: int) -> None:
-    """Copy `arr` (N, d) into out[:, col:col + d], a shard's rows at a time: besides `out`, memory holds one
-    shard as stored (float16 or float32), never a second (N, d) matrix."""
-    step = (getattr(arr, "shards", None) or arr.chunks)[0]
+def _fill(out: np.ndarray, arr, col: int, rows: np.ndarray | None = None) -> None:
+    """out[i, col:col + d] = arr[rows[i]] (rows: every row in order when None), read a shard at a time:
+    besides `out`, memory holds one shard as stored (float16 or float32), never a second (N, d) matrix."""
+    step, d = (getattr(arr, "shards", None) or arr.chunks)[0], arr.shape[1]
+    if rows is None:
+        for a in range(0, arr.shape[0], step):
+            out[a:a + step, col:col + d] = arr[a:a + step]
+        return
+    pos = np.argsort(rows, kind="stable")  # out's rows by ascending store row: one pass over the shards
+    wanted = rows[pos]
     for a in range(0, arr.shape[0], step):
-        out[a:a + step, col:col + arr.shape[1]] = arr[a:a + step]
+        lo, hi = np.searchsorted(wanted, [a, a + step])
+        if lo < hi:
+            out[pos[lo:hi], col:col + d] = arr[a:a + step][wanted[lo:hi] - a]
 
 
 def read_embeddings(folder: str | Path, dtype=np.float32) -> tuple[np.ndarray, pd.DataFrame]:
@@ -114,10 +122,13 @@ def join_labels(index: pd.DataFrame, labels: pd.DataFrame, where: str) -> pd.Dat
     return out
 
 
-def read_features(folders: list[str | Path], labels: pd.DataFrame | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+def read_features(folders: list[str | Path], labels: pd.DataFrame | None = None,
+                  order: Callable[[pd.DataFrame], np.ndarray] | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """Concatenate several caches column-wise into one float32 (N, sum of D) matrix, filled in place a shard
     at a time (`_fill`: no per-store matrix, no hstack copy); their ids must agree row for row. With `labels`
-    (the dataset frame of artifacts/data), the index gets their label and split columns, joined by id."""
+    (the dataset frame of artifacts/data), the index gets their label and split columns, joined by id.
+    `order(index)` -> the store rows to read, in the order wanted (a subset, or the splits one after another,
+    so that each split is a slice of X, not a copy); the index returned is in that order too."""
     parts = [_opened(f) for f in folders]
     index = parts[0][1]
     for (_, idx), f in zip(parts[1:], folders[1:]):
@@ -125,10 +136,13 @@ def read_features(folders: list[str | Path], labels: pd.DataFrame | None = None)
             raise PipelineError(f"{f}: rows do not match {folders[0]} (embed both from the same data)")
     if labels is not None:
         index = join_labels(index, labels, str(folders[0]))
+    rows = None if order is None else np.asarray(order(index), dtype=np.int64)
+    if rows is not None:
+        index = index.iloc[rows].reset_index(drop=True)
     X = np.empty((len(index), sum(arr.shape[1] for arr, _ in parts)), np.float32)
     col = 0
     for arr, _ in parts:
-        _fill(X, arr, col)
+        _fill(X, arr, col, rows)
         col += arr.shape[1]
     return X, index
 

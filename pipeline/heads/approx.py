@@ -5,12 +5,13 @@ Nystroem features (the same kernel and gamma, min(1000, rows) components drawn f
 by a linear SVM on them, in one of two ways:
 
 - up to `stream_rows` rows, liblinear (LinearSVC / LinearSVR) on every row's features at once. liblinear
-  copies them into its own float64 (index, value) pairs, so the fit holds about rows x 1000 x 24 bytes
-  (2.4 GB at 100k rows);
+  copies them into its own float64 (index, value) pairs: about 30 kB a row with the features themselves
+  (9.4 GB of peak RSS at 300k rows; benchmarks/RESULTS.md, "Heads at scale");
 - above that, the features of `CHUNK` rows at a time go through an averaged SGD linear SVM (hinge, or
   epsilon-insensitive loss for regression; alpha = 1 / (C * rows), the SVM objective with LinearSVC's C),
   `EPOCHS` passes over the rows in a new seeded order each pass. Memory: one chunk's features
-  (`CHUNK` x 1000 float64, 131 MB) on top of the rows' vectors, whatever the number of rows.
+  (`CHUNK` x 1000 float64, 131 MB) on top of the rows' vectors and their standardized copy, whatever the
+  number of rows (3.8 GB of peak RSS at 1M rows x 384, accuracy within 0.15 points of liblinear at 300k).
 
 Either way `fit` returns a fitted scikit-learn Pipeline(Nystroem, linear model), stored and loaded like any
 head (pipeline/heads/store.py's allowlist) and scored in chunks by `Head`.
@@ -34,7 +35,15 @@ def gamma_of(cfg: HeadParams, X: np.ndarray) -> float:
     """The RBF/poly gamma an SVC would use on these (normalized) rows: 'scale' and 'auto' resolved."""
     if not isinstance(cfg.gamma, str):
         return float(cfg.gamma)
-    return 1.0 / (X.shape[1] * (X.var() if cfg.gamma == "scale" else 1.0) or 1.0)
+    return 1.0 / (X.shape[1] * (variance(X) if cfg.gamma == "scale" else 1.0) or 1.0)
+
+
+def variance(X: np.ndarray) -> np.float32:
+    """X.var() over every value, a block of rows at a time in float64: X.var() itself allocates a temporary
+    as large as X (the largest allocation of a streamed fit: 1.2 GB at 1M rows x 384)."""
+    blocks = range(0, len(X), CHUNK)
+    mean = sum(X[a:a + CHUNK].sum(dtype=np.float64) for a in blocks) / X.size
+    return np.float32(sum(np.square(X[a:a + CHUNK] - mean, dtype=np.float64).sum() for a in blocks) / X.size)
 
 
 def kernel_svm(cfg: HeadParams, C: float, regression: bool, X: np.ndarray):

@@ -76,3 +76,8 @@ def test_features_are_read_a_shard_at_a_time_into_one_matrix(tmp_path, monkeypat
     assert F.dtype == np.float32 and np.array_equal(F, np.hstack([A, B.astype(np.float16).astype(np.float32)]))
     assert idx["id"].tolist() == index["id"].tolist()
     assert reads and max(reads) <= 128 and sum(reads) == 2 * n, reads
+    rows = rng.permutation(n)[:300]  # a subset in any order (a head's splits one after another)
+    reads.clear()
+    G, gidx = read_features([tmp_path / "a", tmp_path / "b"], order=lambda index: rows)
+    assert np.array_equal(G, F[rows]) and gidx["id"].tolist() == index["id"][rows].tolist()
+    assert max(reads) <= 128

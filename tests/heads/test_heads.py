@@ -242,6 +242,44 @@ def test_above_stream_rows_the_approximate_svm_fits_and_scores_a_chunk_of_featur
     assert np.array_equal(load_head(tmp_path).scores(X[1200:]), s)
 
 
+@pytest.mark.parametrize("normalize", ["standard", "l2"])
+def test_normalizing_the_train_rows_holds_one_copy_and_equals_the_whole_matrix_expressions(normalize):
+    """At 1M train rows each (N, D) float32 temporary is 1.5 GB: the fit's normalization allocates its result
+    and blocks, not the temporaries of X.std(0), X - mean or X * X; and its values are those expressions'."""
+    import tracemalloc
+
+    from pipeline.heads.estimators import Head
+
+    X = (np.random.default_rng(0).normal(size=(150_000, 64)) * 3 + 1).astype(np.float32)
+    head = Head(HeadParams(kind="svm", normalize=normalize), Task("binary", classes=["0", "1"]), "sklearn")
+    tracemalloc.start()
+    Xn = head._norm(X, fit=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1.3 * X.nbytes, peak / X.nbytes
+    if normalize == "l2":
+        ref = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    else:
+        ref = (X - X.mean(0)) / (X.std(0) + 1e-6)
+    assert Xn.dtype == np.float32 and np.array_equal(Xn, ref)
+    assert np.array_equal(head._norm(X[:100]), ref[:100])  # scoring applies the fit's moments
+
+
+def test_the_approximate_svms_gamma_reads_its_rows_a_block_at_a_time():
+    """'scale' gamma needs the variance of every value; X.var() would allocate a temporary as large as X."""
+    import tracemalloc
+
+    from pipeline.heads.approx import CHUNK, gamma_of
+
+    X = (np.random.default_rng(0).normal(size=(24 * CHUNK, 16)) * 2 + 0.5).astype(np.float32)
+    tracemalloc.start()
+    gamma = gamma_of(HeadParams(kind="svm"), X)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert gamma == pytest.approx(1 / (16 * X.astype(np.float64).var()), rel=1e-6)
+    assert peak < 0.5 * X.nbytes, peak / X.nbytes
+
+
 def test_fit_all_runs_items_at_once_on_threads_and_keeps_their_order():
     import threading
 
