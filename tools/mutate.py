@@ -186,7 +186,7 @@ MUTATIONS = [
              (f"{HEADS}::test_a_kernel_svm_above_max_kernel_rows_is_nystroem_plus_a_linear_svm",),
              "a kernel SVM on any number of rows is fit exactly (quadratic in rows)"),
     Mutation("features-read-whole", "pipeline/cache/store.py",
-             'step = (getattr(arr, "shards", None) or arr.chunks)[0]', "step = arr.shape[0]",
+             'step, d = (getattr(arr, "shards", None) or arr.chunks)[0], arr.shape[1]', "step, d = arr.shape",
              ("tests/cache/test_store.py::test_features_are_read_a_shard_at_a_time_into_one_matrix",),
              "a head reads each store whole before copying it into the feature matrix (a second N x D copy)"),
     Mutation("approx-svm-never-streams", "pipeline/heads/approx.py",
