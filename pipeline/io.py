@@ -108,4 +108,3 @@ def files_sha256(folder: str | Path, keep: Callable[[str], bool] = lambda rel: T
     folder = Path(folder)
     return {f.relative_to(folder).as_posix(): file_sha256(f) for f in sorted(folder.rglob("*"))
             if f.is_file() and keep(f.relative_to(folder).as_posix())}
-

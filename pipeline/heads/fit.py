@@ -28,7 +28,7 @@ from pipeline.heads.folds import fit_folded
 from pipeline.heads.store import save_head
 from pipeline.io import write_json, write_params
 from pipeline.params import Params
-from pipeline.preds import EVAL_SPLITS, write_preds
+from pipeline.preds import write_preds
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +87,22 @@ def run_head(params: Params, features: str, head_name: str, out: Path, data_dir:
     y = task.encode(index["label"])
     ends = np.cumsum([0] + [int(index["split"].isin(g).sum()) for g in groups])
     part = [slice(a, b) for a, b in zip(ends[:-1], ends[1:])]
+    all_ids, all_splits = index["id"].to_numpy(), index["split"].to_numpy()
     t0 = time.perf_counter()
     if cfg.folds:
         dev, test = part
         head, oof, report = fit_folded(cfg, task, X[dev], y[dev], cfg.folds, params.seed)
         clean = all(params.sources[p].from_ == "pretrained" for p in params.concat.get(features, [features]))
-        splits = index["split"].to_numpy()
-        keep = (splits[dev] == "valid") | ((splits[dev] == "train") & clean)
+        keep = (all_splits[dev] == "valid") | ((all_splits[dev] == "train") & clean)
         scores = np.vstack([oof[keep], head.scores(X[test])])
-        ids = np.concatenate([index["id"].to_numpy()[dev][keep], index["id"].to_numpy()[test]])
-        splits = np.concatenate([splits[dev][keep], splits[test]])
+        ids = np.concatenate([all_ids[dev][keep], all_ids[test]])
+        splits = np.concatenate([all_splits[dev][keep], all_splits[test]])
         report["oof_rows"] = int(keep.sum())
     else:
         train, valid, test = part
         X_va, y_va = X[valid], y[valid]  # one array: the head reuses its margins on it
         head, report = fit_head(cfg, task, X[train], y[train], X_va, y_va)
-        ids = index["id"].to_numpy()[valid.start:test.stop]
-        splits = index["split"].to_numpy()[valid.start:test.stop]
+        ids, splits = all_ids[valid.start:test.stop], all_splits[valid.start:test.stop]
         scores = np.vstack([head.heldout_scores(X_va, y_va), head.scores(X[test])])
     report["fit_seconds"] = time.perf_counter() - t0
     write_preds(out / "preds.parquet", ids, splits, scores, task.score_columns())
