@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from pipeline.data.batching import Tokenized, map_batches
-from pipeline.data.load import prepare_dataset
+from pipeline.data.prepare import prepare_dataset
 from pipeline.devices import autocast, pick_device, resolve_precision, seed_everything
 from pipeline.ensemble.blend import combine, crossfit_check, fit_weights, objective_loss
 from pipeline.heads.estimators import fit_head

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from pipeline.data.load import prepare_dataset
+from pipeline.data.prepare import prepare_dataset
 from pipeline.devices import pick_device, resolve_precision
 from pipeline.models.backbones import make_backbone
 from pipeline.models.classifier import Classifier, MLPHead

@@ -34,7 +34,7 @@ import torch
 from pipeline.devices import pick_device, resolve_precision
 from pipeline.cache.embed import embed_frame
 from pipeline.data.batching import tokenize
-from pipeline.data.load import prepare_dataset
+from pipeline.data.prepare import prepare_dataset
 from pipeline.heads.estimators import fit_head
 from pipeline.models.backbones import make_backbone, resolve_model_path
 from pipeline.params import load_params

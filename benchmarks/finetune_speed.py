@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from pipeline.data.batching import tokenize
-from pipeline.data.load import prepare_dataset
+from pipeline.data.prepare import prepare_dataset
 from pipeline.devices import pick_device, resolve_precision
 from pipeline.models.backbones import make_backbone, resolve_model_path
 from pipeline.models.classifier import Classifier, MLPHead

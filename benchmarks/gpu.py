@@ -44,10 +44,12 @@ SIZES = {"full": dict(hidden=768, layers=12, heads=12, rows=20000, steps=150, ep
 
 def texts_and_labels(tokenizer, n: int, seed: int = 0) -> tuple[list[str], np.ndarray, str]:
     try:
-        from pipeline.data.load import load_raw
+        import pandas as pd
+
+        from pipeline.data.load import raw_batches
         from pipeline.params import DataParams
 
-        df, _ = load_raw(DataParams())
+        df = pd.concat(list(raw_batches(DataParams())[0]))
         df = df.sample(n=min(n, len(df)), random_state=seed)
         return df["text"].tolist(), (df["label"] == "fresh").to_numpy().astype(int), "rotten_tomatoes"
     except Exception:  # noqa: BLE001 - no corpus on this machine: vocabulary sentences, random labels

@@ -3,15 +3,17 @@
 For each N: a corpus of N short texts (8-16 words drawn from the MiniLM tokenizer's whole-word vocabulary,
 seeded, generated offline), then, each step in its own process (wall time, and its peak RSS, VmHWM):
 - model:  import the embed stage's modules and build the encoder (the RSS floor every embed pays);
-- inputs: prepare's part that scales with N: read the texts, hash every row (`inputs_frame`), write
-          artifacts/inputs/inputs.parquet;
+- inputs: the prepare stage (`python -m stages.prepare`: read the corpus a batch at a time, check, dedupe,
+          split, write artifacts/data and artifacts/inputs/inputs.parquet);
 - embed:  `python -m stages.embed scale` (default `embed` params but fp32: shards of 65,536 rows), from no
           store; the store's file count.
 At N = --extras-at (100k by default) also:
 - kill-resume: the same embed from scratch, SIGKILLed once its first shard is recorded, then rerun: the log's
           "resuming ... from shard" line, and the store against the uninterrupted one (bit for bit);
-- incremental: 1% new rows appended, inputs and embed rerun on the full store: embed wall and its ratio to
+- incremental: 1% new rows appended, prepare and embed rerun on the full store: embed wall and its ratio to
           the full pass.
+`--prepare 100000 1000000 [--code TREE]`: the prepare stage alone (a labeled corpus with 1% copied texts): wall
+time and peak RSS, of this checkout or of another commit's worktree TREE.
 `--heads 5000 10000 20000`: the SVM head's fit, exact kernel SVC vs Nystroem + linear SVM (`max_kernel_rows`).
 `--head-memory 100000 300000`: the head stage's peak RSS: reading a concat whole vs shard by shard, and the
 approximate SVM with liblinear vs streamed SGD (`stream_rows`): fit s, accuracy, peak RSS.
@@ -50,13 +52,6 @@ from pipeline.cache.embed import source_encoder
 from pipeline.params import load_params
 source_encoder(load_params("params.yaml"), "scale")
 """
-INPUTS_STEP = """
-import pandas as pd
-from pathlib import Path
-from pipeline.data.inputs import write_inputs
-Path("artifacts/inputs").mkdir(parents=True, exist_ok=True)
-write_inputs("artifacts/inputs", pd.read_parquet("corpus.parquet"))
-"""
 
 
 def make_model(out: Path) -> Path:
@@ -78,7 +73,7 @@ def make_model(out: Path) -> Path:
 
 
 def corpus(n: int, start: int = 0, seed: int = 0):
-    """n texts of 8-16 words from the tokenizer's alphabetic whole words; ids s<start + i>."""
+    """n texts of 8-16 words from the tokenizer's alphabetic whole words, random labels; ids s<start + i>."""
     import pandas as pd
     from transformers import AutoTokenizer
 
@@ -89,7 +84,8 @@ def corpus(n: int, start: int = 0, seed: int = 0):
     rng = np.random.default_rng(seed + start)
     picks, lengths = rng.integers(0, len(vocab), (n, 16)), rng.integers(8, 17, n)
     texts = [" ".join(vocab[j] for j in row[:k]) for row, k in zip(picks, lengths)]
-    return pd.DataFrame({"id": [f"s{start + i}" for i in range(n)], "text": texts})
+    labels = np.where(rng.random(n) < 0.5, "pos", "neg")  # drawn after the texts: those stay as before
+    return pd.DataFrame({"id": [f"s{start + i}" for i in range(n)], "text": texts, "label": labels})
 
 
 def setup(work: Path, model: Path, shard_rows: int) -> None:
@@ -99,6 +95,7 @@ def setup(work: Path, model: Path, shard_rows: int) -> None:
     p["backbones"]["minilm"].update(name=str(model), max_length=32)
     p["embed"].update(precision="fp32", shard_rows=shard_rows, chunk_rows=min(4096, shard_rows))
     p["sources"]["scale"] = {"backbone": "minilm", "from": "pretrained"}
+    p["data"] = {"source": "file", "path": "corpus.parquet", "id_column": "id", "task": "binary"}
     (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
@@ -108,10 +105,11 @@ PEAK = ("import atexit, sys\natexit.register(lambda: sys.stderr.write(next(line 
         " if line.startswith('VmHWM'))))\n")
 
 
-def run(work: Path, args: list[str], kill_when=None, threads: int | None = None) -> dict:
+def run(work: Path, args: list[str], kill_when=None, threads: int | None = None, code: Path = ROOT) -> dict:
     """Run `python -c CODE` or `python -m MODULE ARGS` in `work` -> {seconds, peak_rss_mb, rc, log}.
-    `kill_when()`: polled; True -> SIGKILL it (then no peak RSS: None). `threads`: OMP_NUM_THREADS."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    `kill_when()`: polled; True -> SIGKILL it (then no peak RSS: None). `threads`: OMP_NUM_THREADS.
+    `code`: the checkout whose pipeline and stages run (another commit's worktree, to compare)."""
+    env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     code = PEAK + (args[1] if args[0] == "-c" else
@@ -166,7 +164,7 @@ def measure(work: Path, n: int, model: Path, extras: bool, shard_rows: int) -> d
     corpus(n).to_parquet(work / "corpus.parquet")
     row = {"n": n}
     base = checked(run(work, ["-c", MODEL_STEP]), "model")
-    inputs = checked(run(work, ["-c", INPUTS_STEP]), "inputs")
+    inputs = checked(run(work, ["-m", "stages.prepare"]), "inputs")
     full = checked(embed(work), "embed")
     summary = json.loads((work / STORE / "summary.json").read_text())
     row.update(model_rss_mb=base["peak_rss_mb"], inputs_s=inputs["seconds"], inputs_rss_mb=inputs["peak_rss_mb"],
@@ -194,7 +192,7 @@ def measure(work: Path, n: int, model: Path, extras: bool, shard_rows: int) -> d
     import pandas as pd
     pd.concat([pd.read_parquet(work / "corpus.parquet"), corpus(n // 100, start=n)]).to_parquet(
         work / "corpus.parquet")
-    more = checked(run(work, ["-c", INPUTS_STEP]), "inputs +1%")
+    more = checked(run(work, ["-m", "stages.prepare"]), "inputs +1%")
     inc = checked(embed(work), "incremental embed")
     s = json.loads((work / STORE / "summary.json").read_text())
     row.update(inc_inputs_s=more["seconds"], inc_embed_s=inc["seconds"], inc_embedded=s["embedded"],
@@ -215,7 +213,7 @@ def ranks(work: Path, n: int, model: Path, shard_rows: int, world: int) -> None:
     shutil.rmtree(work, ignore_errors=True)
     setup(work, model, shard_rows)
     corpus(n).to_parquet(work / "corpus.parquet")
-    checked(run(work, ["-c", INPUTS_STEP]), "inputs")
+    checked(run(work, ["-m", "stages.prepare"]), "inputs")
     cores = os.cpu_count()
     per = max(1, cores // world)
     rows = []
@@ -238,6 +236,31 @@ def ranks(work: Path, n: int, model: Path, shard_rows: int, world: int) -> None:
         per_rank = ", ".join(f"{a:,} ({b})" for a, b in zip(r["rows_per_rank"], r["shards_per_rank"]))
         print(f"| {r['ranks']} x {r['threads']} | {r['seconds']:.1f} | {r['seconds'] / rows[0]['seconds']:.2f} | "
               f"{r['encoder_s']:.1f} | {per_rank} | {same} |")
+
+
+def prepare_memory(sizes: list[int], work: Path, code: Path) -> None:
+    """The prepare stage alone (`python -m stages.prepare`, the checkout `code`'s) on a labeled Parquet corpus
+    of N rows, 1% of them copies of another row's text (duplicate groups to find across the whole file):
+    wall time, rows/s and peak RSS; prints the table."""
+    import pandas as pd
+
+    print(f"prepare stage of {code}\n\n| N | prepare s | rows/s | peak RSS MB |\n|---|---|---|---|")
+    for n in sizes:
+        d = work / f"prepare-n{n}"
+        if not (d / "corpus.parquet").exists():
+            d.mkdir(parents=True, exist_ok=True)
+            df = corpus(n)
+            rng = np.random.default_rng(1)
+            df["label"] = np.where(rng.random(n) < 0.5, "pos", "neg")
+            copies = rng.choice(n, n // 100, replace=False)
+            df.loc[copies, "text"] = df["text"].to_numpy()[rng.choice(n, len(copies))]
+            df.to_parquet(d / "corpus.parquet", index=False)
+        p = yaml.safe_load((ROOT / "params.yaml").read_text())
+        p["data"] = {"source": "file", "path": "corpus.parquet", "id_column": "id", "task": "binary"}
+        (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        r = checked(run(d, ["-m", "stages.prepare"], code=code), f"prepare at {n}")
+        print(f"| {n:,} | {r['seconds']:.1f} | {n / r['seconds']:,.0f} | {r['peak_rss_mb']:.0f} |")
+        pd.read_parquet(d / "artifacts/data/dataset.parquet").to_parquet(d / f"dataset-{code.name}.parquet")
 
 
 def heads(sizes: list[int], dim: int = 384) -> None:
@@ -346,7 +369,11 @@ def main() -> None:
     ap.add_argument("--head-memory", type=int, nargs="*",
                     help="instead: the head stage's reads and approximate SVM fits at these train rows (peak RSS)")
     ap.add_argument("--ranks", type=int, help="instead: the embed stage under this many torchrun ranks vs one")
+    ap.add_argument("--prepare", type=int, nargs="*", help="instead: the prepare stage alone at these N (peak RSS)")
+    ap.add_argument("--code", type=Path, default=ROOT, help="--prepare: the checkout whose stage runs")
     args = ap.parse_args()
+    if args.prepare:
+        return prepare_memory(args.prepare, args.work, args.code.resolve())
     if args.heads:
         return heads(args.heads)
     if args.head_memory:
@@ -356,7 +383,7 @@ def main() -> None:
         return ranks(args.work / f"ranks-n{args.sizes[0]}", args.sizes[0], model, args.shard_rows, args.ranks)
     rows = [measure(args.work / f"n{n}", n, model, n == args.extras_at, args.shard_rows) for n in args.sizes]
     print(json.dumps(rows, indent=1))
-    print("\n| N | inputs s | inputs rows/s | inputs peak RSS MB | embed s | embed rows/s | embed peak RSS MB "
+    print("\n| N | prepare s | prepare rows/s | prepare peak RSS MB | embed s | embed rows/s | embed peak RSS MB "
           "(model alone) | store files (shards) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

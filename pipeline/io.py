@@ -36,8 +36,10 @@ def _alive(pid: int) -> bool:
 def atomic_dir(out: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success replace `out` with it, on error delete it."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     root = tmp_root(out)
+    # the folders this call creates: removed again, when empty, if the stage fails
+    made = [p for p in (*reversed(out.parents), *reversed(root.parents), root) if str(p) != "." and not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     flat = "__".join(out.parts)
     for stale in root.glob(f"{flat}.tmp-*"):  # left by a killed run
@@ -51,6 +53,9 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for p in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: another stage's, or a nested atomic_dir's
+                p.rmdir()
         raise
     if out.exists():
         # move the old folder away first: rename() cannot replace a non-empty directory.

@@ -4,8 +4,7 @@ import argparse
 
 from pipeline import paths
 from pipeline.cli import run_stage
-from pipeline.data.inputs import write_inputs
-from pipeline.data.load import prepare_dataset
+from pipeline.data.prepare import prepare
 from pipeline.io import atomic_dir, write_json, write_params
 from pipeline.params import load_params
 
@@ -16,15 +15,13 @@ def main() -> None:
 
     def body(args) -> str:
         params = load_params(args.params)
-        df, task, report = prepare_dataset(params.data, params.seed)
-        with atomic_dir(paths.INPUTS) as out:  # a pure function of the rows' inputs: no params record
-            write_inputs(out, df)
-        with atomic_dir(paths.DATA) as out:
-            df.to_parquet(out / "dataset.parquet", index=False)
+        # inputs: a pure function of the rows' inputs, no params record (pipeline/data/inputs.py)
+        with atomic_dir(paths.INPUTS) as inputs, atomic_dir(paths.DATA) as out:
+            task, report = prepare(params.data, params.seed, out, inputs)
             write_json(out / "task.json", task.to_dict())
             write_json(out / "report.json", report)
             write_params(out, seed=params.seed, data=params.data)
-        return f"{len(df)} rows, task {task.kind}, splits {report['splits']}"
+        return f"{report['rows_out']} rows, task {task.kind}, splits {report['splits']}"
 
     run_stage("prepare", body, p)
 

@@ -48,6 +48,7 @@ FEATURES = "tests/train/test_features_active.py"
 INCREMENTAL = "tests/e2e/test_incremental.py"
 STREAM = "tests/cache/test_stream.py"
 HEADS = "tests/heads/test_heads.py"
+PREPARE = "tests/data/test_prepare_stream.py"
 RANKS = f"{STREAM}::test_two_torchrun_ranks_split_the_shards_and_write_the_store_one_process_writes"
 RANK_PROGRESS = f"{STREAM}::test_per_rank_progress_and_a_killed_two_rank_write_resumed_by_one_or_two"
 MUTATIONS = [
@@ -189,6 +190,22 @@ MUTATIONS = [
              'step, d = (getattr(arr, "shards", None) or arr.chunks)[0], arr.shape[1]', "step, d = arr.shape",
              ("tests/cache/test_store.py::test_features_are_read_a_shard_at_a_time_into_one_matrix",),
              "a head reads each store whole before copying it into the feature matrix (a second N x D copy)"),
+    Mutation("prepare-reads-whole", "pipeline/data/load.py",
+             "frames, image_root = table_batches(path, cfg.encoding, BATCH), path.parent",
+             "frames, image_root = table_batches(path, cfg.encoding, 10**9), path.parent",
+             (f"{PREPARE}::test_batches_of_seven_rows_prepare_what_one_batch_does",),
+             "prepare reads a table file whole instead of a batch at a time"),
+    Mutation("prepare-dup-ids-per-batch", "pipeline/data/prepare.py",
+             'dup = ids.duplicated(keep="first").to_numpy()', "dup = np.zeros(len(ids), bool)",
+             (f"{PREPARE}::test_bad_rows_in_later_batches_are_named_by_their_row_in_the_file",),
+             "an id repeated in a later batch than its first row is not found"),
+    Mutation("prepare-row-groups-unbuffered", "pipeline/data/prepare.py",
+             "while self.buffered >= self.rows:", "while self.buffered:",
+             (f"{PREPARE}::test_both_outputs_are_written_in_row_groups_of_batch_rows",),
+             "prepare's outputs get a row group per source batch, of whatever size the checks left"),
+    Mutation("atomic-dir-leaves-folders", "pipeline/io.py", "                p.rmdir()", "                pass",
+             ("tests/test_stages_cli.py::test_bad_input_is_one_error_line_and_exit_2",),
+             "a failed stage leaves the artifacts/ and .tmp folders it created behind"),
     Mutation("approx-svm-never-streams", "pipeline/heads/approx.py",
              "streamed = len(X) > cfg.stream_rows", "streamed = False",
              (f"{HEADS}::test_above_stream_rows_the_approximate_svm_fits_and_scores_a_chunk_of_features_at_a_time",),

@@ -7,16 +7,17 @@ In: `data.path` and `data.hf_builder`:
   or a glob, or `data_dir=path` for a folder (imagefolder: `<path>/<class>/<image>`, or a metadata file).
 `data.hf_split` picks one split of a DatasetDict (e.g. `train`); by default every split is read, one after the
 other, because the pipeline draws its own train/valid/test split (grouped by duplicate inputs).
-Out: a pandas frame with the dataset's columns, where ClassLabel values become their names (a sequence of them,
-for multilabel, is joined with `data.label_sep`) and Image columns become file paths, and the folder that
-relative image paths start from. The caller (`load.load_raw`) then checks and renames the columns as for a
-CSV file. `datasets` is optional (`pip install -e ".[hf]"`); a clear error names it.
+Out: pandas frames of the dataset's columns, a batch at a time, where ClassLabel values become their names (a
+sequence of them, for multilabel, is joined with `data.label_sep`) and Image columns become file paths, and
+the folder that relative image paths start from. The caller (`load.raw_batches`) then checks and renames the
+columns as for a CSV file. `datasets` is optional (`pip install -e ".[hf]"`); a clear error names it.
 """
 from __future__ import annotations
 
 import glob
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -71,15 +72,29 @@ def _load(path: Path, cfg: DataParams):
         raise PipelineError(f"{path}: datasets could not read it as {cfg.hf_builder} ({e})") from None
 
 
-def read_hf(cfg: DataParams) -> tuple[pd.DataFrame, Path]:
-    """-> (frame of the dataset's columns, with labels as names and images as paths; the image root)."""
+def hf_batches(cfg: DataParams, rows: int) -> tuple[Iterator[pd.DataFrame], Path]:
+    """-> (frames of the dataset's columns, `rows` at a time (index: the row's position), with labels as
+    names and images as paths; the folder relative image paths start from). The dataset stays memory-mapped
+    Arrow; only a batch at a time becomes pandas."""
     datasets = _datasets()
     path = Path(cfg.path)
     ds = _open(_load(path, cfg), path, cfg)
     images = [c for c, f in ds.features.items() if isinstance(f, datasets.Image)]
     for c in images:  # paths, not decoded pixels: the pipeline hashes and reads image files itself
         ds = ds.cast_column(c, datasets.Image(decode=False))
-    df = ds.to_pandas()
+    if path.is_dir():
+        root = path
+    else:
+        matches = [Path(m).parent.resolve() for m in glob.glob(str(path))] or [path.parent]
+        root = Path(os.path.commonpath(matches))  # a glob's folder part is a pattern, not a folder
+    return (_named(ds, images, path, cfg, start, rows) for start in range(0, len(ds), rows)), root
+
+
+def _named(ds, images: list[str], path: Path, cfg: DataParams, start: int, rows: int) -> pd.DataFrame:
+    """Rows [start, start + rows) of `ds` as pandas, ClassLabel ids as names, Image values as file paths."""
+    datasets = _datasets()
+    df = ds.select(range(start, min(start + rows, len(ds)))).to_pandas()
+    df.index = pd.RangeIndex(start, start + len(df))
     for c, f in ds.features.items():
         if isinstance(f, datasets.ClassLabel):
             # -1 and null are ClassLabel's "no label": missing labels, bad rows for the checks that follow
@@ -98,7 +113,4 @@ def read_hf(cfg: DataParams) -> tuple[pd.DataFrame, Path]:
                                     "imagefolder instead")
             return v["path"]
         df[c] = df[c].map(as_path)
-    if path.is_dir():
-        return df, path
-    matches = [Path(m).parent.resolve() for m in glob.glob(str(path))] or [path.parent]
-    return df, Path(os.path.commonpath(matches))  # a glob's folder part is a pattern, not a folder
+    return df

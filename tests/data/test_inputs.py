@@ -5,7 +5,7 @@ import hashlib
 import pandas as pd
 
 from pipeline.data.inputs import inputs_frame, read_inputs, write_inputs
-from pipeline.data.load import prepare_dataset
+from pipeline.data.prepare import prepare_dataset
 from pipeline.params import DataParams
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data.load import DataError, prepare_dataset
+from pipeline.data.load import DataError
+from pipeline.data.prepare import prepare_dataset
 from pipeline.params import DataParams
 from pipeline.data.splits import SplitError
 

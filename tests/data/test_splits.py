@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data.load import DataError, as_text, prepare_dataset
+from pipeline.data.load import DataError, as_text
+from pipeline.data.prepare import prepare_dataset
 from pipeline.params import DataParams
 from pipeline.data.splits import normalize_text
 

@@ -17,7 +17,7 @@ from pipeline.ensemble.evaluate import run_ensemble
 from pipeline.heads.fit import run_head
 from pipeline.io import write_json
 from pipeline.params import DataParams, Params
-from pipeline.data.splits import split
+from pipeline.data.splits import split_rows
 from pipeline.data.tasks import Task
 from pipeline.train.loop import run_finetune
 from tests.conftest import shrink_params
@@ -31,7 +31,7 @@ def dataset(n=160, seed=0) -> pd.DataFrame:
     texts = [" ".join(rng.choice(WORDS, 8)) for _ in range(n)]
     y = [sum(w in ("great", "superb", "moving", "funny") for w in t.split()) * 10 + rng.normal() for t in texts]
     df = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "text": texts, "label": np.round(y, 3)})
-    return split(df, DataParams(task="regression"), "regression", seed)
+    return df.assign(split=split_rows(df["label"].to_numpy(), DataParams(task="regression"), "regression", seed))
 
 
 def build(root, params: Params, df: pd.DataFrame, monkeypatch) -> dict:
@@ -43,7 +43,7 @@ def build(root, params: Params, df: pd.DataFrame, monkeypatch) -> dict:
     df.to_parquet(data / "dataset.parquet", index=False)
     (root / "artifacts/inputs").mkdir()
     write_inputs(root / "artifacts/inputs", df)
-    write_json(data / "task.json", fit_target_scale(Task("regression"), df).to_dict())
+    write_json(data / "task.json", fit_target_scale(Task("regression"), df["label"], df["split"]).to_dict())
     outs = {"finetune/minilm": lambda o: run_finetune(params, "minilm", o, checkpoints=root / "ckpt")}
     outs.update({f"embeddings/{s}": (lambda o, s=s: run_embed(params, s, o)) for s in params.sources})
     outs.update({f"heads/svm/{f}": (lambda o, f=f: run_head(params, f, "svm", o))

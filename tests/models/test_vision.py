@@ -92,7 +92,7 @@ def test_images_through_dvc_repro(tmp_path, task):
 
 
 def test_missing_and_unreadable_images_are_named(tmp_path):
-    from pipeline.data.load import prepare_dataset
+    from pipeline.data.prepare import prepare_dataset
     from pipeline.params import DataParams
 
     table = write_pngs(tmp_path, n=24)
@@ -112,7 +112,7 @@ def test_missing_and_unreadable_images_are_named(tmp_path):
 @pytest.mark.parametrize("escape", ["../secret.png", "ABS", "link.png"])
 def test_image_paths_outside_the_root_are_refused(tmp_path, escape):
     """`../`, absolute paths and symlinks out of image_root were followed (/etc/passwd was opened)."""
-    from pipeline.data.load import prepare_dataset
+    from pipeline.data.prepare import prepare_dataset
     from pipeline.params import DataParams
 
     root = tmp_path / "imgs"
@@ -127,7 +127,7 @@ def test_image_paths_outside_the_root_are_refused(tmp_path, escape):
 
 
 def test_symlinks_out_of_an_image_folder_are_refused(tmp_path):
-    from pipeline.data.load import prepare_dataset
+    from pipeline.data.prepare import prepare_dataset
     from pipeline.params import DataParams
 
     write_pngs(tmp_path / "imgs", n=24)
@@ -181,7 +181,7 @@ def test_random_init_backbone_is_drawn_once_and_reused(tmp_path, monkeypatch):
 
     from pipeline import paths
     from pipeline.data.inputs import write_inputs
-    from pipeline.data.load import prepare_dataset
+    from pipeline.data.prepare import prepare_dataset
     from pipeline.cache.embed import embed_frame, run_embed, source_encoder
     from pipeline.io import write_json
     from pipeline.params import Params
