@@ -63,22 +63,43 @@ def table_batches(path: str | Path, encoding: str = "utf-8", rows: int = BATCH) 
     name = path.name.lower()
     try:
         if name.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            start = 0  # buffered page reads: a file written as one row group is not held whole (1M texts: 85 MB)
-            for b in pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20).iter_batches(rows):
-                df = b.to_pandas()
-                df.index = pd.RangeIndex(start, start + len(df))
-                start += len(df)
-                yield df
-        elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-            yield from pd.read_json(path, lines=True, encoding=encoding, dtype=False, chunksize=rows)
+            yield from _parquet_batches(path, rows)
+            return
+        if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+            reader = pd.read_json(path, lines=True, encoding=encoding, dtype=False, chunksize=rows)
         else:
-            yield from pd.read_csv(path, encoding=encoding, dtype=str, chunksize=rows)
+            reader = pd.read_csv(path, encoding=encoding, dtype=str, chunksize=rows)
+        with reader:
+            n = 0
+            for n, df in enumerate(reader, 1):
+                yield df
+        if not n:  # no rows (a JSONL file has no header either): the caller's column check still runs
+            yield pd.DataFrame()
     except UnicodeDecodeError:
         raise DataError(_decode_error(path, encoding)) from None
     except Exception as e:  # noqa: BLE001 - any parser error becomes one clear line
         raise DataError(f"{path}: cannot be read: {e}") from None
+
+
+def _parquet_batches(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    """Buffered page reads, so that a file written as one row group is not held whole (1M texts: 85 MB). The
+    index pandas stored is kept: as columns it comes back with each batch; a stored RangeIndex (metadata
+    only) is rebuilt per batch; without one, the index is the row's position."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    stored = (f.schema_arrow.pandas_metadata or {}).get("index_columns", [])
+    ranged = next((i for i in stored if isinstance(i, dict) and i.get("kind") == "range"), None)
+    start, step = (ranged["start"], ranged["step"]) if ranged else (0, 1)
+    n = 0
+    for b in f.iter_batches(rows):
+        df = b.to_pandas()
+        if ranged or not stored:
+            df.index = pd.RangeIndex(start + step * n, start + step * (n + len(df)), step)
+        n += len(df)
+        yield df
+    if not n:
+        yield f.schema_arrow.empty_table().to_pandas()
 
 
 def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
@@ -140,15 +161,19 @@ def raw_batches(cfg: DataParams) -> tuple[Iterator[pd.DataFrame], str]:
         frames, image_root = hf_batches(cfg, BATCH)
     else:
         frames, image_root = table_batches(path, cfg.encoding, BATCH), path.parent
-    return (_columns(df, cfg, path, image_root) for df in frames), str(path)
+    return (_columns(df, cfg, path, image_root, first=i == 0) for i, df in enumerate(frames)), str(path)
 
 
-def _columns(df: pd.DataFrame, cfg: DataParams, path: Path, image_root: Path) -> pd.DataFrame:
-    """A batch of the source's columns -> id, text | image (a path under the image root), label."""
+def _columns(df: pd.DataFrame, cfg: DataParams, path: Path, image_root: Path, first: bool) -> pd.DataFrame:
+    """A batch of the source's columns -> id, text | image (a path under the image root), label. A column
+    missing from the first batch is an error; from a later one (JSONL: a key no row of that chunk has), its
+    values are missing: bad rows, as in a file read whole."""
     inp = cfg.image_column or cfg.text_column
     for col in [inp, cfg.label_column] + ([cfg.id_column] if cfg.id_column else []):
         if col not in df.columns:
-            raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
+            if first:
+                raise DataError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
+            df = df.assign(**{col: np.nan})
     ids = as_text(df[cfg.id_column]) if cfg.id_column else pd.Series(df.index.astype(str), index=df.index)
     label = df[cfg.label_column] if cfg.task == "regression" else as_text(df[cfg.label_column])
     if cfg.image_column:
@@ -157,7 +182,9 @@ def _columns(df: pd.DataFrame, cfg: DataParams, path: Path, image_root: Path) ->
         from pipeline.data.images import refuse_outside
         refuse_outside([p for p in images if not pd.isna(p) and p != ""], root, str(path))
         return pd.DataFrame({"id": ids, "image": images, "label": label})
-    return pd.DataFrame({"id": ids, "text": df[inp], "label": label})
+    # as_text unless already strings: a chunk's numbers must read the same with or without a blank elsewhere
+    text = df[inp] if pd.api.types.is_string_dtype(df[inp]) else as_text(df[inp])
+    return pd.DataFrame({"id": ids, "text": text, "label": label})
 
 
 def _image_folder(root: Path) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The prepare stage, streamed: a source of any size -> dataset.parquet (labels and splits) and inputs.parquet
 (what the encoders read), holding a batch of rows and per-row arrays, never the whole table (at 1M short
-texts: 565 MB peak against 1098 MB for the whole-frame version, benchmarks/RESULTS.md "prepare streamed").
+texts: 577 MB peak against 1098 MB for the whole-frame version, benchmarks/RESULTS.md "prepare streamed").
 
 Pass 1 reads the source a batch at a time (`load.raw_batches`), checks each row (`load.bad_rows`), and
 appends the usable ones, cleaned, to a temporary Parquet file. Per row it keeps only what the global steps
@@ -24,7 +24,7 @@ from pipeline.data.inputs import FILE as INPUTS_FILE, input_column, inputs_frame
 from pipeline.data import load
 from pipeline.data.load import (DataError, bad_rows, clean_rows, first_rows, fit_target_scale, label_parts,
                                 make_task, raw_batches)
-from pipeline.data.splits import SPLIT_NAMES, dedupe, dup_keys, label_key, split_rows
+from pipeline.data.splits import dedupe, dup_keys, label_key, split_rows
 from pipeline.data.tasks import Task
 from pipeline.params import DataParams
 
@@ -35,13 +35,14 @@ FILES_SHOWN = ("missing_image_file", "unreadable_image")  # reasons whose error 
 class GroupWriter:
     """Frames appended to one Parquet file in row groups of exactly `rows` rows (the last one shorter)."""
 
-    def __init__(self, path: Path, rows: int):
-        self.path, self.rows, self.parts, self.buffered, self.writer = path, rows, [], 0, None
+    def __init__(self, path: Path, rows: int, schema: pa.Schema | None = None):
+        """`schema`: the columns' types; None: those of the first frame added."""
+        self.path, self.rows, self.schema, self.parts, self.buffered, self.writer = path, rows, schema, [], 0, None
 
     def add(self, df: pd.DataFrame) -> None:
         if not len(df):
             return
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, table.schema)
         self.parts.append(table.cast(self.writer.schema))
@@ -62,6 +63,7 @@ class GroupWriter:
         if self.buffered:
             self._flush(self.buffered)
         self.writer.close()
+        self.writer = None
 
 
 class _Scan:
@@ -71,44 +73,49 @@ class _Scan:
         self.cfg, self.rows = cfg, 0
         self.classes = list(cfg.classes) if cfg.classes else (["rotten", "fresh"] if cfg.source == "rotten_tomatoes"
                                                               else None)
+        self.images = bool(cfg.image_column) or cfg.source == "folder"
+        col = "image" if self.images else "text"
+        label = pa.float64() if cfg.task == "regression" else pa.string()
+        # the temporary file's columns, typed up front: a batch whose ids are all missing is still strings
+        self.schema = pa.schema([("id", pa.string()), (col, pa.string()), ("label", label)])
         self.counts: dict[str, int] = {}
         self.first: dict[str, list[int]] = {}
         self.files: dict[str, list[str]] = {}
         self.ids: list[pa.Array] = []  # every row's id, the bad ones' too (a later copy of a bad row's id repeats it)
         self.good: list[np.ndarray] = []  # positions of the rows written to the temporary file
-        self.keys: list[np.ndarray] = []
+        self.keys: list[np.ndarray] = []  # texts' duplicate keys (images: hashed once subsampled, in `prepare`)
         self.labels: list[np.ndarray] = []  # class codes in order of first appearance (names), or targets
         self.names: dict[str, int] = {}
 
     def batch(self, df: pd.DataFrame, out: GroupWriter) -> None:
         """Check one batch (rows self.rows, ...), record its rows, append its clean ones to `out`."""
+        if not len(df):  # e.g. a chunk of rotten_tomatoes' plot rows only
+            return
         cfg, col = self.cfg, input_column(df)
         parts = None if cfg.task == "regression" else label_parts(df["label"], cfg)
         masks = bad_rows(df, cfg, self.classes, parts)
         for k, m in masks.items():
-            m = m.to_numpy()
+            m = m.to_numpy(bool)
             self.counts[k] = self.counts.get(k, 0) + int(m.sum())
             shown = self.first.setdefault(k, [])
             shown += [self.rows + i for i in first_rows(m, 5 - len(shown))]
             if k in FILES_SHOWN:
                 files = self.files.setdefault(k, [])
                 files += df[col].to_numpy()[first_rows(m, 3 - len(files))].tolist()
-        ok = ~np.logical_or.reduce([m.to_numpy() for m in masks.values()])
+        ok = ~np.logical_or.reduce([m.to_numpy(bool) for m in masks.values()])
         self.ids.append(pa.array(df["id"].to_numpy(dtype=object), type=pa.string(), from_pandas=True))
         self.good.append(self.rows + np.flatnonzero(ok))
         self.rows += len(df)
         rows = clean_rows(df[ok], cfg, None if parts is None else parts[ok])
-        if col == "image":
-            from pipeline.data.images import file_sha
-            rows["image_sha"] = file_sha(rows["image"].tolist())  # the duplicate key, and what DVC reacts to
-        self.keys.append(dup_keys(rows))
+        if not self.images:
+            self.keys.append(dup_keys(rows))
         if cfg.task == "regression":
             self.labels.append(rows["label"].to_numpy(np.float64))
         else:
             codes, uniques = pd.factorize(rows["label"])
             glob = np.array([self.names.setdefault(u, len(self.names)) for u in uniques], dtype=np.int32)
             self.labels.append(glob[codes] if len(codes) else np.zeros(0, np.int32))
-        out.add(rows[["id", col] + (["image_sha"] if col == "image" else []) + ["label"]])
+        out.add(rows[["id", col, "label"]])
 
     def duplicate_ids(self) -> np.ndarray:
         """(rows,) bool: ids seen in an earlier row; counted and recorded like the batch reasons."""
@@ -128,22 +135,21 @@ class _Scan:
             raise DataError(f"{source}: bad rows: " + "; ".join(msgs) + " (set data.on_bad_rows: drop to drop them)")
         log.warning("dropping %d bad rows from %s: %s", n_bad, source, bad)
 
-    def arrays(self, dup: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    def arrays(self, dup: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
         """-> (positions in the temporary file of the rows to keep: clean, no repeated id; their duplicate
-        keys; their labels: class codes numbered in the names' sorted order, or targets; the class names)."""
+        keys (None for images); their labels: class codes numbered in the names' sorted order, or targets;
+        the class names, sorted)."""
         def joined(parts: list, empty) -> np.ndarray:  # the batches' arrays, freed as they are joined
             out = np.concatenate(parts) if parts else empty
             parts.clear()
             return out
 
         sel = np.flatnonzero(~dup[joined(self.good, np.zeros(0, np.int64))])
-        keys = joined(self.keys, np.zeros(0, "S16"))[sel]
+        keys = None if self.images else joined(self.keys, np.zeros(0, "S16"))[sel]
         labels = joined(self.labels, np.zeros(0))[sel]
         if self.cfg.task == "regression":
             return sel, keys, labels, []
         names = sorted(self.names, key=self.names.get)  # code -> name, in order of first appearance
-        # renumbered in sorted order: scikit-learn stratifies by np.unique(y), so codes then split the rows
-        # exactly as the names would (the split before streaming, bit for bit)
         rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable")).astype(np.int32)
         return sel, keys, rank[labels.astype(np.int64)] if len(names) else labels.astype(np.int32), sorted(names)
 
@@ -156,33 +162,45 @@ def prepare(cfg: DataParams, seed: int, data_out: Path, inputs_out: Path) -> tup
 
     frames, source = raw_batches(cfg)
     scan, tmp = _Scan(cfg), data_out / "rows.tmp.parquet"
-    rows_out = GroupWriter(tmp, load.BATCH)
-    for df in frames:
-        scan.batch(df, rows_out)
-    rows_out.close()
-    dup = scan.duplicate_ids()
-    sel, keys, labels, names = scan.arrays(dup)
-    scan.refuse_or_warn(source, scan.rows - len(sel))
-    if cfg.max_rows and len(sel) > cfg.max_rows:
-        strat = labels if cfg.task in ("binary", "multiclass") else None
+    rows_out = GroupWriter(tmp, load.BATCH, scan.schema)
+    try:
         try:
-            keep, _ = train_test_split(np.arange(len(sel)), train_size=cfg.max_rows, random_state=seed,
-                                       stratify=strat)
-        except ValueError as e:
-            raise DataError(f"data.max_rows={cfg.max_rows}: cannot subsample {len(sel)} rows: {e}") from None
-        keep = np.sort(keep)
-        sel, keys, labels = sel[keep], keys[keep], labels[keep]
-    # labels comparable across copies, as integers (a multilabel set ignores the order of its parts)
-    comparable = labels if cfg.task == "regression" else np.unique(
-        [label_key(n, cfg.task, cfg.label_sep) for n in names], return_inverse=True)[1].ravel()[labels]
-    keep, groups, dup_report = dedupe(keys, comparable, cfg)
-    if keep is not None:
-        sel, labels = sel[keep], labels[keep]
-    task = make_task([names[c] for c in np.unique(labels)] if names else [], cfg)
-    splits = split_rows(labels, cfg, task.kind, seed, groups, names)
-    task = fit_target_scale(task, labels, splits)
-    _write(tmp, sel, splits, data_out / "dataset.parquet", inputs_out / INPUTS_FILE)
-    tmp.unlink(missing_ok=True)
+            for df in frames:
+                scan.batch(df, rows_out)
+        finally:
+            rows_out.close()
+        dup = scan.duplicate_ids()
+        sel, keys, labels, names = scan.arrays(dup)
+        scan.refuse_or_warn(source, scan.rows - len(sel))
+        # class names, not codes, where scikit-learn stratifies: the same split, and its errors name classes
+        by_name = np.array(names, dtype=object)
+        if cfg.max_rows and len(sel) > cfg.max_rows:
+            strat = by_name[labels] if cfg.task in ("binary", "multiclass") else None
+            try:
+                keep, _ = train_test_split(np.arange(len(sel)), train_size=cfg.max_rows, random_state=seed,
+                                           stratify=strat)
+            except ValueError as e:
+                raise DataError(f"data.max_rows={cfg.max_rows}: cannot subsample {len(sel)} rows: {e}") from None
+            keep = np.sort(keep)
+            sel, labels = sel[keep], labels[keep]
+            keys = None if keys is None else keys[keep]
+        shas = _image_shas(tmp, sel) if scan.images else None  # only the rows kept: hashing reads every byte
+        if shas is not None:
+            keys = dup_keys(pd.DataFrame({"image_sha": shas}))
+        # labels comparable across copies: a multilabel set ignores the order of its parts; targets by their
+        # bits (as by their text: -0.0 and 0.0 disagree)
+        comparable = labels.astype(np.float64).view(np.int64) if cfg.task == "regression" else np.unique(
+            [label_key(n, cfg.task, cfg.label_sep) for n in names], return_inverse=True)[1].ravel()[labels]
+        keep, groups, dup_report = dedupe(keys, comparable, cfg)
+        if keep is not None:
+            sel, labels = sel[keep], labels[keep]
+            shas = None if shas is None else shas[keep]
+        task = make_task([names[c] for c in np.unique(labels)] if names else [], cfg)
+        splits = split_rows(labels, cfg, task.kind, seed, groups, names)
+        task = fit_target_scale(task, labels, splits)
+        _write(tmp, sel, splits, shas, data_out / "dataset.parquet", inputs_out / INPUTS_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
     report = {"source": source, "rows_in": scan.rows, "rows_out": int(len(sel)),
               "dropped": scan.counts, "duplicates": dup_report,
               "splits": pd.Series(splits).value_counts().to_dict()}
@@ -191,20 +209,43 @@ def prepare(cfg: DataParams, seed: int, data_out: Path, inputs_out: Path) -> tup
     return task, report
 
 
-def _write(tmp: Path, sel: np.ndarray, splits: np.ndarray, dataset: Path, inputs: Path) -> None:
-    """Pass 2: the temporary file's rows `sel` (ascending positions), with their splits, into both outputs."""
-    rows = pq.ParquetFile(tmp) if tmp.exists() else None  # none: no clean row (an error before this)
-    split_of = np.full(rows.metadata.num_rows if rows else 0, -1, dtype=np.int8)  # -1: not kept
-    split_of[sel] = pd.Series(splits).map({s: i for i, s in enumerate(SPLIT_NAMES)}).to_numpy(np.int8)
-    data, inp, start = GroupWriter(dataset, load.BATCH), GroupWriter(inputs, load.BATCH), 0
-    for batch in (rows.iter_batches(load.BATCH) if rows else []):
-        mine = split_of[start:start + batch.num_rows]
+def _kept(tmp: Path, sel: np.ndarray, column: str | None = None):
+    """The temporary file a row group at a time -> (its rows as a frame, or as one column's values; which of
+    them `sel` (ascending positions) keeps; their positions in `sel`)."""
+    if not tmp.exists():  # no clean row: an error came before this
+        return
+    f, start = pq.ParquetFile(tmp), 0
+    for batch in f.iter_batches(load.BATCH, columns=[column] if column else None):
+        lo, hi = np.searchsorted(sel, [start, start + batch.num_rows])
+        mine = sel[lo:hi] - start
         start += batch.num_rows
-        df = batch.to_pandas()[mine >= 0].assign(split=SPLIT_NAMES[mine[mine >= 0]])
-        data.add(df)
-        inp.add(inputs_frame(df))
-    data.close()
-    inp.close()
+        yield (batch.column(0).to_numpy(zero_copy_only=False) if column else batch.to_pandas()), mine, slice(lo, hi)
+
+
+def _image_shas(tmp: Path, sel: np.ndarray) -> np.ndarray:
+    """The content hash of each kept row's image (the duplicate key, and what DVC reacts to), in `sel`'s order."""
+    from pipeline.data.images import file_sha
+
+    parts = [np.array(file_sha(paths[mine].tolist()), dtype=object) for paths, mine, _ in _kept(tmp, sel, "image")]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+
+
+def _write(tmp: Path, sel: np.ndarray, splits: np.ndarray, shas: np.ndarray | None, dataset: Path,
+           inputs: Path) -> None:
+    """Pass 2: the temporary file's rows `sel` (ascending positions), with their splits (and images' hashes),
+    into both outputs."""
+    data, inp = GroupWriter(dataset, load.BATCH), GroupWriter(inputs, load.BATCH)
+    try:
+        for df, mine, at in _kept(tmp, sel):
+            df = df.iloc[mine].reset_index(drop=True)
+            if shas is not None:
+                df.insert(2, "image_sha", shas[at])
+            df["split"] = splits[at]
+            data.add(df)
+            inp.add(inputs_frame(df))
+    finally:
+        data.close()
+        inp.close()
 
 
 def prepare_dataset(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, Task, dict]:

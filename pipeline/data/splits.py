@@ -89,10 +89,10 @@ def dedupe(keys: np.ndarray, label_keys: np.ndarray, cfg: DataParams) -> tuple[n
 def split_rows(labels: np.ndarray, cfg: DataParams, kind: str, seed: int, groups: np.ndarray | None = None,
                names: list[str] | None = None) -> np.ndarray:
     """Each row's split ('train' | 'valid' | 'test', (N,) object), assigned to whole groups (`groups`: ids
-    0..G-1, as dedupe numbers them; default: one group per row), stratified over the groups by the first row's class (binary, multiclass: `labels` are
-    class codes, numbered in the sorted order of their `names`, so that a split equals one stratified by the
-    names) or by the decile of the group's mean target (regression: `labels` are targets). Fractions are of
-    groups, so of rows when copies are rare."""
+    0..G-1, as dedupe numbers them; default: one group per row), stratified over the groups by the first
+    row's class (binary, multiclass: `labels` are class codes of `names`; scikit-learn gets the names, so its
+    errors name classes) or by the decile of the group's mean target (regression: `labels` are targets).
+    Fractions are of groups, so of rows when copies are rare."""
     labels = np.asarray(labels)
     groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
     first = np.zeros(len(groups), bool)
@@ -106,11 +106,10 @@ def split_rows(labels: np.ndarray, cfg: DataParams, kind: str, seed: int, groups
     elif kind == "multilabel":
         strat = None  # no exact stratification for label sets; a seeded random split
     else:
-        strat = labels[first]
+        strat = labels[first] if names is None else np.array(names, dtype=object)[labels[first]]
         counts = pd.Series(strat).value_counts()
         small = counts[counts < cfg.min_class_rows]
         if len(small):
-            small.index = [names[c] for c in small.index] if names else small.index
             raise SplitError(f"classes with fewer than data.min_class_rows={cfg.min_class_rows} "
                              f"{'groups of copies' if grouped else 'rows'} cannot be split: {small.to_dict()}")
     idx = np.arange(n_rep)

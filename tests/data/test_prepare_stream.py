@@ -128,3 +128,62 @@ def test_copies_of_one_image_in_different_batches_share_a_split(tmp_path, monkey
     copies = df[df["id"].isin(["3", "17", "30"])]
     assert len(df) == 39 and report["duplicates"]["rows_with_copies"] == 3
     assert copies["image_sha"].nunique() == 1 and copies["split"].nunique() == 1
+
+
+def test_edge_batches_read_as_one_file_reads_them(tmp_path, monkeypatch):
+    """Found in review: a stored pandas index gives the default ids; a first batch whose ids are all missing,
+    a JSONL chunk without a key, and a chunk of rotten_tomatoes' plot rows only do not break a later batch."""
+    frame = rows("binary").drop(columns="id")
+    frame.iloc[::2].to_parquet(tmp_path / "every-second.parquet")  # a RangeIndex 0, 2, 4, ... in metadata
+    frame[frame.index % 3 > 0].to_parquet(tmp_path / "filtered.parquet")  # an index stored as a column
+    for name in ("every-second", "filtered"):
+        cfg = DataParams(source="file", path=str(tmp_path / f"{name}.parquet"), on_bad_rows="drop")
+        small = prepared(monkeypatch, cfg, 7)[0]
+        assert small["id"].tolist() == [str(i) for i in pd.read_parquet(tmp_path / f"{name}.parquet").index
+                                        if str(i) in set(small["id"])]
+        pd.testing.assert_frame_equal(prepared(monkeypatch, cfg, 10**6)[0], small)
+    ids_first_missing = rows("binary")
+    ids_first_missing.loc[:6, "id"] = None
+    jsonl = rows("binary")
+    for name, df in [("ids.csv", ids_first_missing), ("keys.jsonl", jsonl)]:
+        write(df, tmp_path / name)
+    lines = (tmp_path / "keys.jsonl").read_text().splitlines()
+    lines[7:14] = ['{"id": "k%d", "text": "no label key %d"}' % (i, i) for i in range(7)]  # a chunk without "label"
+    (tmp_path / "keys.jsonl").write_text("\n".join(lines) + "\n")
+    for name in ("ids.csv", "keys.jsonl"):
+        cfg = DataParams(source="file", path=str(tmp_path / name), id_column="id", on_bad_rows="drop")
+        whole, _, r1, _ = prepared(monkeypatch, cfg, 10**6)
+        small, _, r7, _ = prepared(monkeypatch, cfg, 7)
+        pd.testing.assert_frame_equal(whole, small)
+        assert r1 == r7
+    assert r7["dropped"]["missing_label"] == 8  # the chunk without the key, and row 52
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match="empty.jsonl: missing column 'text'"):
+        prepare_dataset(DataParams(source="file", path=str(tmp_path / "empty.jsonl")), 0)
+    reviews = DataParams(on_bad_rows="drop", max_rows=500)  # rotten_tomatoes: its first 1,000 lines are plot rows
+    pd.testing.assert_frame_equal(prepared(monkeypatch, reviews, 10**6)[0], prepared(monkeypatch, reviews, 1000)[0])
+
+
+def test_regression_copies_whose_targets_differ_in_sign_of_zero_conflict(tmp_path):
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(40)], "text": [f"t {i}" for i in range(40)],
+                       "label": [str(float(i)) for i in range(40)]})
+    df.loc[[1, 2], ["text", "label"]] = [["same", "0.0"], ["same", "-0.0"]]
+    out, _, report = prepare_dataset(DataParams(source="file", path=write(df, tmp_path / "d.csv"), id_column="id",
+                                                task="regression", duplicates="drop"), 0)
+    assert report["duplicates"]["groups_with_conflicting_labels"] == 1 and not out["id"].isin(["r1", "r2"]).any()
+
+
+def test_only_the_images_kept_are_hashed(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pipeline.data import images
+
+    for i in range(40):
+        Image.fromarray(np.full((8, 8, 3), i * 5, np.uint8)).save(tmp_path / f"{i}.png")
+    pd.DataFrame({"file": [f"{i}.png" for i in range(40)], "label": ["x", "y"] * 20}).to_csv(tmp_path / "t.csv")
+    hashed = []
+    sha = images.file_sha
+    monkeypatch.setattr(images, "file_sha", lambda paths: hashed.extend(paths) or sha(paths))
+    df, _, _ = prepare_dataset(DataParams(source="file", path=str(tmp_path / "t.csv"), image_column="file",
+                                          max_rows=12, min_class_rows=2), 0)
+    assert len(df) == 12 and sorted(hashed) == sorted(df["image"])
