@@ -104,8 +104,7 @@ def _parquet_batches(path: Path, rows: int) -> Iterator[pd.DataFrame]:
 
 def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     """The whole file as one frame (predict's input), read as `table_batches` reads it."""
-    frames = list(table_batches(path, encoding))
-    return pd.concat(frames) if frames else pd.DataFrame()
+    return pd.concat(list(table_batches(path, encoding)))  # at least one frame, empty for an empty file
 
 
 def _decode_error(path: Path, encoding: str) -> str:
@@ -145,7 +144,7 @@ def raw_batches(cfg: DataParams) -> tuple[Iterator[pd.DataFrame], str]:
         path = rotten_tomatoes_path()
 
         def reviews():
-            for df in pd.read_csv(path, chunksize=BATCH):  # the index: the row's line in the file, its id
+            for df in table_batches(path, rows=BATCH):  # the index: the row's line in the file, its id
                 df = df[df["category"] != "plot"]  # plot summaries are not reviews
                 yield pd.DataFrame({"id": "rt-" + df.index.astype(str), "text": df["text"],
                                     "label": df["category"].map({"fresh": "fresh", "rotten": "rotten"})})
@@ -255,19 +254,22 @@ def clean_rows(df: pd.DataFrame, cfg: DataParams, parts: pd.Series | None) -> pd
     return df
 
 
+def declared_classes(cfg: DataParams) -> list[str] | None:
+    """The classes known before any row is read: `data.classes`, or the default corpus's (fresh = 1)."""
+    if cfg.classes:
+        return list(cfg.classes)
+    return ["rotten", "fresh"] if cfg.source == "rotten_tomatoes" else None
+
+
 def make_task(labels: list[str], cfg: DataParams) -> Task:
     """The task and its class list, from the distinct labels of the prepared rows. A regression task's
     target range is set by `fit_target_scale` from the train rows once they are known."""
     if cfg.task == "regression":
         return Task("regression")
-    if cfg.classes:
-        classes = list(cfg.classes)
-    elif cfg.source == "rotten_tomatoes":
-        classes = ["rotten", "fresh"]  # fresh = 1
-    elif cfg.task == "multilabel":
-        classes = sorted({p for lab in labels for p in lab.split(cfg.label_sep)})
-    else:
-        classes = sorted(labels)
+    classes = declared_classes(cfg)
+    if classes is None:
+        classes = sorted({p for lab in labels for p in lab.split(cfg.label_sep)}) if cfg.task == "multilabel" \
+            else sorted(labels)
     if cfg.task == "binary" and len(classes) != 2:
         raise DataError(f"data.task is binary but the labels have {len(classes)} classes: {classes[:10]}")
     seen = sorted(labels) if cfg.task in ("binary", "multiclass") else classes

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from pipeline.data.inputs import FILE as INPUTS_FILE, input_column, inputs_frame
 from pipeline.data import load
-from pipeline.data.load import (DataError, bad_rows, clean_rows, first_rows, fit_target_scale, label_parts,
-                                make_task, raw_batches)
+from pipeline.data.load import (DataError, bad_rows, clean_rows, declared_classes, first_rows, fit_target_scale,
+                                label_parts, make_task, raw_batches)
 from pipeline.data.splits import dedupe, dup_keys, label_key, split_rows
 from pipeline.data.tasks import Task
 from pipeline.params import DataParams
@@ -71,8 +71,7 @@ class _Scan:
 
     def __init__(self, cfg: DataParams):
         self.cfg, self.rows = cfg, 0
-        self.classes = list(cfg.classes) if cfg.classes else (["rotten", "fresh"] if cfg.source == "rotten_tomatoes"
-                                                              else None)
+        self.classes = declared_classes(cfg)
         self.images = bool(cfg.image_column) or cfg.source == "folder"
         col = "image" if self.images else "text"
         label = pa.float64() if cfg.task == "regression" else pa.string()
@@ -93,16 +92,15 @@ class _Scan:
             return
         cfg, col = self.cfg, input_column(df)
         parts = None if cfg.task == "regression" else label_parts(df["label"], cfg)
-        masks = bad_rows(df, cfg, self.classes, parts)
+        masks = {k: m.to_numpy(bool) for k, m in bad_rows(df, cfg, self.classes, parts).items()}
         for k, m in masks.items():
-            m = m.to_numpy(bool)
             self.counts[k] = self.counts.get(k, 0) + int(m.sum())
             shown = self.first.setdefault(k, [])
             shown += [self.rows + i for i in first_rows(m, 5 - len(shown))]
             if k in FILES_SHOWN:
                 files = self.files.setdefault(k, [])
                 files += df[col].to_numpy()[first_rows(m, 3 - len(files))].tolist()
-        ok = ~np.logical_or.reduce([m.to_numpy(bool) for m in masks.values()])
+        ok = ~np.logical_or.reduce(list(masks.values()))
         self.ids.append(pa.array(df["id"].to_numpy(dtype=object), type=pa.string(), from_pandas=True))
         self.good.append(self.rows + np.flatnonzero(ok))
         self.rows += len(df)
@@ -137,8 +135,7 @@ class _Scan:
 
     def arrays(self, dup: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
         """-> (positions in the temporary file of the rows to keep: clean, no repeated id; their duplicate
-        keys (None for images); their labels: class codes numbered in the names' sorted order, or targets;
-        the class names, sorted)."""
+        keys (None for images); their labels: class codes, or targets; the class names, code -> name)."""
         def joined(parts: list, empty) -> np.ndarray:  # the batches' arrays, freed as they are joined
             out = np.concatenate(parts) if parts else empty
             parts.clear()
@@ -149,9 +146,7 @@ class _Scan:
         labels = joined(self.labels, np.zeros(0))[sel]
         if self.cfg.task == "regression":
             return sel, keys, labels, []
-        names = sorted(self.names, key=self.names.get)  # code -> name, in order of first appearance
-        rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable")).astype(np.int32)
-        return sel, keys, rank[labels.astype(np.int64)] if len(names) else labels.astype(np.int32), sorted(names)
+        return sel, keys, labels.astype(np.int32), sorted(self.names, key=self.names.get)  # first appearance
 
 
 def prepare(cfg: DataParams, seed: int, data_out: Path, inputs_out: Path) -> tuple[Task, dict]:
