@@ -2,6 +2,12 @@
 artifacts/data/{dataset.parquet, task.json, report.json, params.yaml} (labels and splits)."""
 import argparse
 
+# before pandas/pyarrow load: Arrow picks its memory pool once, from the environment; freed batch
+# buffers then go back to the OS instead of piling up (1M rows: 582 -> about 410 MB peak, RESULTS.md)
+from pipeline.heap import lean_heap
+
+lean_heap()
+
 from pipeline import paths
 from pipeline.cli import run_stage
 from pipeline.data.prepare import prepare

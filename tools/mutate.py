@@ -261,6 +261,19 @@ MUTATIONS = [
              "        if missing:", "        if False:",
              (RANK_PROGRESS,),
              "rank 0 publishes a store whose unwritten shards read as zeros"),
+    Mutation("prepare-without-lean-heap", "stages/prepare.py",
+             "\nlean_heap()\n", "\n",
+             ("tests/test_heap.py",),
+             "prepare runs on glibc's dynamic mmap threshold and Arrow's mimalloc pool: freed batches pile up"),
+    Mutation("lean-heap-pool-only", "pipeline/heap.py",
+             "    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1)",
+             "    return False",
+             ("tests/test_heap.py",), "the mmap threshold stays dynamic: large freed blocks come back as heap holes"),
+    Mutation("images-module-imports-torch", "pipeline/data/images.py",
+             "import numpy as np\n\nfrom pipeline import PipelineError",
+             "import numpy as np\nimport torch  # noqa\n\nfrom pipeline import PipelineError",
+             ("tests/models/test_vision.py::test_prepare_stage_on_images_runs_without_torch",),
+             "prepare on images imports torch again: 2 s and 600 MB for checks that need none of it"),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 

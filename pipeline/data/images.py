@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from pipeline import PipelineError
 from pipeline.io import file_sha256
+
+if TYPE_CHECKING:
+    import torch  # prepare checks and hashes images without torch (600 MB and 2 s at import)
 
 
 class ImageInputs:
@@ -33,6 +35,7 @@ class ImageInputs:
         return np.zeros(len(self.paths), dtype=np.int64)
 
     def batch(self, idx: Sequence[int], pad_to: int | None = None, pin: bool = False) -> tuple[torch.Tensor]:
+        import torch
         from PIL import Image
 
         imgs = []
