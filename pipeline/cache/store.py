@@ -110,15 +110,17 @@ def read_embeddings(folder: str | Path, dtype=np.float32) -> tuple[np.ndarray, p
 def join_labels(index: pd.DataFrame, labels: pd.DataFrame, where: str) -> pd.DataFrame:
     """The cache's index (id, row, ...) with label and split from `labels` (artifacts/data's dataset frame),
     joined by id, in the cache's row order. Both must hold the same ids: a head must not silently lose rows."""
-    lab = labels.drop_duplicates("id").set_index("id")[["label", "split"]]
-    missing = ~index["id"].isin(lab.index)
+    lab = labels.drop_duplicates("id")
+    # one hash lookup of every cached id: `isin` + two `reindex` on Arrow strings took 0.14 s at 12.8k rows
+    pos = pd.Index(lab["id"]).get_indexer(index["id"])
+    missing = pos < 0
     extra = len(lab) - int((~missing).sum())
     if missing.any() or extra:
         raise PipelineError(f"{where}: {int(missing.sum())} cached rows have no label in artifacts/data and "
                             f"{extra} labelled rows are not cached (run `dvc repro`)")
     out = index.reset_index(drop=True).copy()
-    out["label"] = lab["label"].reindex(index["id"]).to_numpy()
-    out["split"] = lab["split"].reindex(index["id"]).to_numpy()
+    out["label"] = lab["label"].to_numpy()[pos]
+    out["split"] = lab["split"].to_numpy()[pos]
     return out
 
 
