@@ -1,7 +1,7 @@
 """Allocator settings for the stages that stream a large table: keep freed memory from piling up.
 
-Measured on prepare at 1M rows (benchmarks/RESULTS.md, "prepare streamed"): the live data is tens of
-MB, yet RSS grew by about 300 MB over the pass, all of it memory the allocators had freed and kept.
+Measured on prepare at 1M rows (benchmarks/RESULTS.md, "prepare's allocators"): the live data is tens of
+MB, yet RSS grew by about 220 MB over the first pass, nearly all of it memory the allocators had freed and kept.
 Two allocators keep it:
 - glibc's malloc raises its mmap threshold each time a large block is freed (the "dynamic" threshold),
   so later large buffers (Arrow batches, numpy arrays of a batch) come from the heap, where holes
