@@ -2,6 +2,7 @@
 params that point the pipeline at it with a small slice of the default data."""
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import re
@@ -42,6 +43,20 @@ def sh(cwd, *cmd, check=True) -> str:
     if check and r.returncode:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r.stdout + r.stderr
+
+
+def modules_after(cwd, argv: list[str], watch: tuple[str, ...], pythonpath: Path | None = None):
+    """Run module `argv[0]` as `python -m` would (sys.argv = argv) in a fresh interpreter in `cwd`, then list
+    which of the `watch` modules it had imported, also when it failed. -> (CompletedProcess, sorted names;
+    None if the process died before it could list them)."""
+    code = ("import runpy, sys\nsys.argv = %r\ntry:\n    runpy.run_module(%r, run_name='__main__')\nfinally:\n"
+            "    print('LOADED', sorted(m for m in %r if m in sys.modules))" % (argv, argv[0], tuple(watch)))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True)
+    listed = re.findall(r"^LOADED (\[.*\])$", r.stdout, re.M)
+    return r, (ast.literal_eval(listed[-1]) if listed else None)
 
 
 def ran(output: str) -> set[str]:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 import zarr
 
-from tests.conftest import make_repo, predict_test_rows, ran, sh, shrink_params
+from tests.conftest import make_repo, modules_after, predict_test_rows, ran, sh, shrink_params
 
 pytestmark = pytest.mark.slow
 
@@ -106,13 +106,12 @@ def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
     if argv[0] == "stages.head":  # no fit to reuse: it fits on every feature set, sources and concat
         shutil.rmtree(repo / "artifacts/heads/svm")
         shutil.rmtree(repo / ".cache/heads")
-    code = ("import runpy, sys; sys.argv = %r; runpy.run_module(%r, run_name='__main__'); "
-            "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'timm', 'torchvision', 'peft') "
-            "if m in sys.modules)); print('SKLEARN', 'sklearn' in sys.modules)" % (argv, argv[0]))
-    out = sh(repo, sys.executable, "-c", code)
-    assert "HEAVY []" in out, out[-2000:]
+    r, loaded = modules_after(repo, argv, ("torch", "transformers", "timm", "torchvision", "peft", "sklearn"))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and loaded is not None, out[-2000:]
+    assert not set(loaded) - {"sklearn"}, out[-2000:]
     if argv == ["stages.ensemble"]:  # binary, accuracy: numpy metrics, numpy folds; no scikit-learn import
-        assert "SKLEARN False" in out, out[-2000:]
+        assert "sklearn" not in loaded, out[-2000:]
     if argv[0] == "stages.head":
         assert fits(repo, "svm")["fitted"] == ["minilm_ft", "minilm_pt", "both"], out[-2000:]
     sh(repo, "dvc", "commit", "-f", "-q")  # the rerun rewrote outputs DVC already had: same content, same lock
@@ -125,11 +124,8 @@ def test_predict_loads_only_what_it_uses(repo):
     data = pd.read_parquet(repo / "artifacts/data/dataset.parquet")
     data.head(20)[["id", "text"]].to_csv(repo / "twenty.csv", index=False)
     argv = ["stages.predict", "twenty.csv", "--out", "twenty-pred.csv"]
-    code = ("import runpy, sys; sys.argv = %r; runpy.run_module('stages.predict', run_name='__main__'); "
-            "print('HEAVY', sorted(m for m in ('timm', 'dvc', 'dvclive', 'peft', 'zarr', 'onnxruntime', "
-            "'openvino') if m in sys.modules))" % argv)
-    out = sh(repo, sys.executable, "-c", code)
-    assert "HEAVY []" in out, out[-2000:]
+    r, loaded = modules_after(repo, argv, ("timm", "dvc", "dvclive", "peft", "zarr", "onnxruntime", "openvino"))
+    assert r.returncode == 0 and loaded == [], (r.stdout + r.stderr)[-2000:]
     assert len(pd.read_csv(repo / "twenty-pred.csv")) == 20
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -15,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline import PipelineError
-from tests.conftest import ROOT, make_repo, ran, sh
+from tests.conftest import ROOT, make_repo, modules_after, ran, sh
 
 TINY_VIT = {"img_size": 16, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
 
@@ -98,12 +95,9 @@ def test_prepare_stage_on_images_runs_without_torch(tmp_path):
     """prepare checks, hashes and splits images: importing torch for that cost 2 s and 600 MB of peak RSS."""
     write_pngs(tmp_path / "data" / "imgs", n=24)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(image_params({"source": "folder", "path": "data/imgs"})))
-    code = ("import runpy, sys\nsys.argv = ['stages.prepare']\ntry:\n    runpy.run_module('stages.prepare', "
-            "run_name='__main__')\nfinally:\n    print('HEAVY', sorted(m for m in ('torch', 'timm', 'torchvision', "
-            "'transformers') if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert "HEAVY []" in r.stdout and r.returncode == 0, r.stdout + r.stderr[-2000:]
+    r, loaded = modules_after(tmp_path, ["stages.prepare"], ("torch", "timm", "torchvision", "transformers"),
+                              pythonpath=ROOT)
+    assert r.returncode == 0 and loaded == [], r.stdout + r.stderr[-2000:]
     assert len(pd.read_parquet(tmp_path / "artifacts/data/dataset.parquet")) == 24
 
 
