@@ -1,6 +1,6 @@
 """Iteration speed: what changing an SVM's C costs through `dvc repro`, against the whole pipeline.
 
-    python benchmarks/iteration.py [--compare REV] [--skip-full]
+    python benchmarks/iteration.py [--compare REV] [--skip-full] [--repeats N] [--skip-imports]
 
 In a scratch git + DVC copy of this project (pipeline/, stages/, data/, dvc.yaml, params.yaml):
 1. `dvc repro`: every stage, wall time (the baseline the C change is measured against);
@@ -11,7 +11,7 @@ In a scratch git + DVC copy of this project (pipeline/, stages/, data/, dvc.yaml
 4. for each stage module, the import time in a fresh interpreter and whether torch got imported, for this
    tree and, with --compare REV, for that git revision (e.g. the commit before the stages went lean).
 Step 1 always runs (the C change needs its outputs); --skip-full leaves its time out of the ratio.
---from-checkout replaces step 1 by copying this checkout's artifacts/, dvc.lock and DVC cache into the copy
+--from-checkout replaces step 1 by copying this checkout's artifacts/, dvc.lock and DVC cache (not its run cache) into the copy
 (`dvc status` must be clean here): `dvc repro` there then runs nothing, and the C change is measured in
 seconds instead of after a full run; the ratio then uses --full-seconds (a full run measured before).
 """
@@ -21,6 +21,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# stages.ensemble: a stage of its own before the ninth session's merge into evaluate (for --compare)
 STAGES = ["stages.prepare", "stages.pretrained", "stages.finetune", "stages.embed", "stages.head",
           "stages.ensemble", "stages.evaluate"]
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
@@ -57,9 +59,12 @@ def scratch(src: Path, dst: Path) -> Path:
 
 
 def import_times(tree: Path, repeats: int = 3) -> dict[str, tuple[float, bool]]:
-    """stage module -> (best-of-n import seconds in a fresh interpreter, torch imported)."""
+    """stage module -> (best-of-n import seconds in a fresh interpreter, torch imported), for the stage
+    modules the tree has."""
     out = {}
     for mod in STAGES:
+        if not (tree / (mod.replace(".", "/") + ".py")).exists():
+            continue
         code = f"import time, sys; t = time.perf_counter(); import {mod}; print(time.perf_counter() - t, 'torch' in sys.modules)"
         runs = []
         for _ in range(repeats):
@@ -77,6 +82,8 @@ def main() -> None:
     ap.add_argument("--skip-full", action="store_true")
     ap.add_argument("--from-checkout", action="store_true", help="start from this checkout's outputs (see above)")
     ap.add_argument("--full-seconds", type=float, help="with --from-checkout: the full run's time, for the ratio")
+    ap.add_argument("--repeats", type=int, default=1, help="C changes timed (C = 2, 3, ...); the ratio uses their median")
+    ap.add_argument("--skip-imports", action="store_true", help="leave out step 4")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         repo = scratch(ROOT, Path(tmp) / "repo")
@@ -85,7 +92,9 @@ def main() -> None:
             if "up to date" not in status:
                 raise SystemExit(f"--from-checkout: dvc status is not clean here:\n{status}")
             shutil.copytree(ROOT / "artifacts", repo / "artifacts", symlinks=True)
-            shutil.copytree(ROOT / ".dvc" / "cache", repo / ".dvc" / "cache")
+            # not the run cache (cache/runs): a C tried in this checkout before would be restored from it, not rerun
+            cache = ROOT / ".dvc" / "cache"
+            shutil.copytree(cache, repo / ".dvc" / "cache", ignore=lambda d, names: ["runs"] if Path(d) == cache else [])
             shutil.copy(ROOT / "dvc.lock", repo / "dvc.lock")
             secs, out = sh(repo, "dvc", "repro")
             if "Running stage" in out:
@@ -111,8 +120,24 @@ def main() -> None:
             print(f"  {name:28s} process {secs:5.2f} s, of which the stage's own work {float(done[1]):5.2f} s")
             alone += secs
         print(f"  DVC's own share of the rerun: {rerun - alone:.1f} s ({rerun:.1f} - {alone:.1f} of stage processes)")
+        reruns = [rerun]
+        for k in range(1, args.repeats):  # more C values, none tried before: each reruns the same stages
+            p["heads"]["svm"]["C"] = 2.0 + k
+            (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+            secs, log = sh(repo, "dvc", "repro")
+            if [s for s, _ in re.findall(r"Running stage '([^']+)':\n> (.+)", log)] != [s for s, _ in stages]:
+                raise SystemExit(f"C={2.0 + k}: another set of stages ran:\n{log[-3000:]}")
+            reruns.append(secs)
+            work = [float(w) for w in re.findall(r"done in ([0-9.]+)s", log)]
+            print(f"  C={2.0 + k}: dvc repro {secs:.1f} s, the stages' own work " + " + ".join(map(str, work)) + " s")
+        rerun = statistics.median(reruns)
+        if args.repeats > 1:
+            print(f"C changes 2.0..{1.0 + args.repeats}: " + ", ".join(f"{t:.1f}" for t in reruns)
+                  + f" s; median {rerun:.1f} s, min {min(reruns):.1f} s")
         if full and not args.skip_full:
-            print(f"ratio C rerun / full repro: {rerun / full:.1%} (full {full:.1f} s)")
+            print(f"ratio C rerun (median) / full repro: {rerun / full:.1%} (full {full:.1f} s)")
+        if args.skip_imports:
+            return
         trees = {"this tree": ROOT}
         if args.compare:
             old = Path(tmp) / "old"
@@ -126,7 +151,7 @@ def main() -> None:
         print("\n| stage module | " + " | ".join(f"import s ({n})" for n in times) + " |")
         print("|---|" + "---|" * len(times))
         for mod in STAGES:
-            cells = [f"{t[mod][0]:.2f}{' (torch)' if t[mod][1] else ''}" for t in times.values()]
+            cells = [f"{t[mod][0]:.2f}{' (torch)' if t[mod][1] else ''}" if mod in t else "-" for t in times.values()]
             print(f"| {mod} | " + " | ".join(cells) + " |")
 
 

@@ -45,7 +45,7 @@ def artifact_stage(name: str, ids: list[str], doc: str, out_for, run) -> None:
     from pipeline.params import load_params
 
     # The launcher's rank (torchrun, accelerate set RANK), as devices.dist_env reads it; not imported
-    # from there: it imports torch, which the head, ensemble and evaluate stages must not pay for.
+    # from there: it imports torch, which the head and evaluate stages must not pay for.
     def is_main() -> bool:
         return int(os.environ.get("RANK", 0)) == 0
 

@@ -3,7 +3,7 @@ removed backbones, sources and heads -> artifacts/names/{sources,models}.json.
 
 Each stage validates the file when it runs, but an edit that no stage reads (an unknown top-level key, a
 misspelt section) reruns no stage, so without this one it would be silently ignored. Left-over folders would
-change the hash of artifacts/heads and artifacts/embeddings, which ensemble, evaluate and the head stages read
+change the hash of artifacts/heads and artifacts/embeddings, which the evaluate and head stages read
 whole: their dvc.lock would then not match a clean checkout. They run after this stage (they depend on
 its outputs), and evaluate reruns when the set of models changes.
 """

@@ -274,6 +274,11 @@ MUTATIONS = [
              "import numpy as np\nimport torch  # noqa\n\nfrom pipeline import PipelineError",
              ("tests/models/test_vision.py::test_prepare_stage_on_images_runs_without_torch",),
              "prepare on images imports torch again: 2 s and 600 MB for checks that need none of it"),
+    Mutation("evaluate-replaces-ensemble-first", "stages/evaluate.py",
+             "        metrics = run_evaluate(params, out, ensemble=tmp)\n    return",
+             "    metrics = run_evaluate(params, out)\n    return",
+             ("tests/ensemble/test_ensemble.py::test_the_evaluate_stage_replaces_the_ensemble_only_when_its_evaluation_succeeds",),
+             "the ensemble's new weights replace artifacts/ensemble before the evaluation that failed"),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 

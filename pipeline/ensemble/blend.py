@@ -117,7 +117,7 @@ def fit_weights(task: Task, y_valid: np.ndarray, members: list[np.ndarray], step
 
 def kfold(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (train, test) index pairs of scikit-learn's KFold(k, shuffle=True, random_state=seed), equal to
-    them (tested), without importing scikit-learn into the ensemble stage."""
+    them (tested), without importing scikit-learn into the evaluate stage."""
     order = np.arange(n)
     np.random.RandomState(seed).shuffle(order)
     sizes = np.full(k, n // k)

@@ -32,21 +32,22 @@ def _present(preds: pd.DataFrame, ids: pd.Series) -> np.ndarray:
     return ids.isin(preds.index).to_numpy()
 
 
-def aligned(models: list[str], df: pd.DataFrame, task: Task, split: str,
-            optional: str | None = None) -> tuple[np.ndarray, list[np.ndarray], pd.Series]:
+def aligned(models: list[str], df: pd.DataFrame, task: Task, split: str, optional: str | None = None,
+            where=paths.preds) -> tuple[np.ndarray, list[np.ndarray], pd.Series]:
     """-> (y, [scores per model], ids) for one split, rows in the dataset's order. Every member must predict
-    every row of `split`; rows of the `optional` split are added where every member predicts them."""
-    preds = {m: read_preds(paths.preds(m)).set_index("id") for m in models}
+    every row of `split`; rows of the `optional` split are added where every member predicts them.
+    `where(model)`: its predictions file."""
+    preds = {m: read_preds(where(m)).set_index("id") for m in models}
     rows = df[df["split"] == split]
     for m, p in preds.items():
         missing = ~_present(p, rows["id"])
         if missing.any():
-            raise PipelineError(f"{paths.preds(m)}: no {split} predictions for ids {rows['id'][missing].head(5).tolist()}")
+            raise PipelineError(f"{where(m)}: no {split} predictions for ids {rows['id'][missing].head(5).tolist()}")
     if optional:
         extra = df[df["split"] == optional]
         extra = extra[np.logical_and.reduce([_present(p, extra["id"]) for p in preds.values()])]
         rows = pd.concat([rows, extra])
-    out = [score_matrix(p.loc[rows["id"]], task.score_columns(), paths.preds(m)) for m, p in preds.items()]
+    out = [score_matrix(p.loc[rows["id"]], task.score_columns(), where(m)) for m, p in preds.items()]
     return task.encode(rows["label"]), out, rows["id"]
 
 
@@ -86,17 +87,18 @@ def run_ensemble(params: Params, out: Path, data_dir: Path = paths.DATA) -> dict
         {"blend_gain_on_valid": report["check"]["gain"]} if "check" in report else {})
 
 
-def run_evaluate(params: Params, out: Path, data_dir: Path = paths.DATA) -> dict:
-    """Test metrics of every model and the ensemble -> metrics.json, plus `ensemble_valid` (the ensemble
-    stage's cross-fitted check against the best member on the fit rows) and `ensemble_vs_best` (the ensemble
-    against its best member on test, with a paired bootstrap 95% interval and a McNemar p-value:
-    blend.versus_best); plot data -> plots/ (plots.py)."""
+def run_evaluate(params: Params, out: Path, data_dir: Path = paths.DATA, ensemble: Path = paths.ENSEMBLE) -> dict:
+    """Test metrics of every model and the ensemble (what `run_ensemble` wrote to `ensemble`) -> metrics.json,
+    plus `ensemble_valid` (the ensemble's cross-fitted check against the best member on the fit rows) and
+    `ensemble_vs_best` (the ensemble against its best member on test, with a paired bootstrap 95% interval
+    and a McNemar p-value: blend.versus_best); plot data -> plots/ (plots.py)."""
     df, task = read_prepared(data_dir, LABELS)
     models = [m for m in params.model_names() if paths.preds(m).exists()] + ["ensemble"]
-    y, scores, _ = aligned(models, df, task, "test")
+    y, scores, _ = aligned(models, df, task, "test",
+                           where=lambda m: ensemble / "preds.parquet" if m == "ensemble" else paths.preds(m))
     metrics = {m: task.metrics(y, s) for m, s in zip(models, scores)}
     primary = params.primary_metric
-    weights = paths.ENSEMBLE / "weights.json"
+    weights = ensemble / "weights.json"
     report = read_json(weights) if weights.exists() else {}
     members = {m: s for m, s in zip(models, scores) if m in report.get("weights", {})}
     if members:

@@ -44,7 +44,7 @@ def repo(tmp_path_factory, tiny_model_dir):
 def test_full_repro_and_artifacts(repo):
     out = sh(repo, "dvc", "repro")
     assert ran(out) == {"check", "prepare", "pretrained@minilm", "finetune@minilm", "embed@minilm_ft", "embed@minilm_pt",
-                        "head@svm", "ensemble", "evaluate"}
+                        "head@svm", "evaluate"}
     art = repo / "artifacts"
     data = pd.read_parquet(art / "data" / "dataset.parquet")
     assert list(data.columns) == ["id", "text", "label", "split"] and len(data) == 240
@@ -99,8 +99,8 @@ def test_predict_reproduces_the_stored_ensemble(repo):
     assert r.returncode == 2 and "bad.csv: missing column 'text'" in r.stderr and not (repo / "p.csv").exists()
 
 
-@pytest.mark.parametrize("argv", [["stages.head", "svm"], ["stages.ensemble"], ["stages.evaluate"]])
-def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
+@pytest.mark.parametrize("argv", [["stages.head", "svm"], ["stages.evaluate"]])
+def test_head_and_evaluate_stages_never_import_torch(repo, argv):
     """Changing heads.svm.C must cost seconds: these stages do their work without torch/transformers/timm,
     whose import alone costs seconds per stage. The stage really runs; then its modules are listed."""
     if argv[0] == "stages.head":  # no fit to reuse: it fits on every feature set, sources and concat
@@ -110,7 +110,7 @@ def test_head_ensemble_evaluate_stages_never_import_torch(repo, argv):
     out = r.stdout + r.stderr
     assert r.returncode == 0 and loaded is not None, out[-2000:]
     assert not set(loaded) - {"sklearn"}, out[-2000:]
-    if argv == ["stages.ensemble"]:  # binary, accuracy: numpy metrics, numpy folds; no scikit-learn import
+    if argv == ["stages.evaluate"]:  # binary, accuracy: numpy metrics, numpy folds; no scikit-learn import
         assert "sklearn" not in loaded, out[-2000:]
     if argv[0] == "stages.head":
         assert fits(repo, "svm")["fitted"] == ["minilm_ft", "minilm_pt", "both"], out[-2000:]
@@ -142,7 +142,7 @@ def fits(repo: Path, head: str) -> dict:
 def test_changing_svm_C_reruns_only_heads_and_after(repo):
     set_param(repo, "heads.svm.C", 3.0)
     out = sh(repo, "dvc", "repro")
-    assert ran(out) == {"check", "head@svm", "ensemble", "evaluate"}
+    assert ran(out) == {"check", "head@svm", "evaluate"}
     f = fits(repo, "svm")
     assert (f["fitted"], f["reused"]) == (["minilm_ft", "minilm_pt", "both"], [])
 
@@ -152,7 +152,7 @@ def test_adding_a_head_runs_only_its_stages(repo):
     p["heads"]["logreg"] = {"kind": "logistic", "C": 1.0}
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     out = sh(repo, "dvc", "repro")
-    assert ran(out) == {"check", "head@logreg", "ensemble", "evaluate"}
+    assert ran(out) == {"check", "head@logreg", "evaluate"}
     assert "minilm_pt-logreg" in json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
 
 
@@ -162,7 +162,7 @@ def test_kfold_heads_write_oof_rows_and_the_ensemble_fits_on_them(repo):
     p["ensemble"]["members"] = ["minilm_pt-svm", "minilm_pt-logreg"]
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     out = sh(repo, "dvc", "repro")
-    assert ran(out) == {"check", "head@svm", "ensemble", "evaluate"}
+    assert ran(out) == {"check", "head@svm", "evaluate"}
     art, data = repo / "artifacts", pd.read_parquet(repo / "artifacts/data/dataset.parquet")
     n = data["split"].value_counts()
     pt = pd.read_parquet(art / "heads/svm/minilm_pt/preds.parquet")["split"].value_counts()
@@ -187,7 +187,7 @@ def test_a_removed_head_leaves_no_folder_and_the_lock_matches_a_clean_checkout(r
     del p["heads"]["logreg"]
     p["ensemble"]["members"] = ["minilm_pt-svm"]
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    assert {"check", "ensemble", "evaluate"} <= ran(sh(repo, "dvc", "repro"))
+    assert {"check", "evaluate"} <= ran(sh(repo, "dvc", "repro"))
     assert not list((repo / "artifacts/heads").glob("*logreg*")) and (repo / "artifacts/heads/svm").is_dir()
     assert not any("logreg" in m for m in json.loads((repo / "artifacts/evaluate/metrics.json").read_text()))
     for folder in ("heads", "embeddings", "finetune"):
@@ -226,7 +226,7 @@ def test_a_new_split_reruns_the_label_consumers_but_not_the_pretrained_embedding
     before = lock_outs(repo, "embed@minilm_pt")
     set_param(repo, "data.valid_frac", 0.2)
     stages = ran(sh(repo, "dvc", "repro"))
-    assert {"prepare", "finetune@minilm", "embed@minilm_ft", "head@svm", "ensemble", "evaluate"} <= stages, stages
+    assert {"prepare", "finetune@minilm", "embed@minilm_ft", "head@svm", "evaluate"} <= stages, stages
     assert fits(repo, "svm")["reused"] == []  # new labels and splits: every feature set is refit
     assert not stages & {"embed@minilm_pt", "pretrained@minilm"}, stages
     assert lock_outs(repo, "embed@minilm_pt") == before

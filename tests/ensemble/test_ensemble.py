@@ -246,3 +246,28 @@ def test_exact_mcnemar_is_scipys_two_sided_binomial_test(b, c):
 
     want = 1.0 if b + c == 0 else binomtest(b, b + c).pvalue
     assert mcnemar_exact(b, c) == pytest.approx(want, rel=1e-9)
+
+
+def test_the_evaluate_stage_replaces_the_ensemble_only_when_its_evaluation_succeeds(tmp_path, monkeypatch):
+    """One stage fits the ensemble and scores every model (stages/evaluate.py). When scoring fails (here a
+    model outside the ensemble lacks test predictions), the previous artifacts/ensemble stays as it was: no
+    new weights that no evaluation vouches for, and no temporary folder left behind."""
+    from pipeline.io import atomic_dir
+    from pipeline import PipelineError, paths
+    from stages.evaluate import run
+
+    params = project(tmp_path, monkeypatch)
+    params = params.model_copy(update={"ensemble": params.ensemble.model_copy(update={"members": ["src-a"]})})
+    with atomic_dir(paths.EVALUATE) as out:  # as artifact_stage runs it
+        run(params, None, out)
+    before = {p.name: p.read_bytes() for p in paths.ENSEMBLE.iterdir()}
+    assert json.loads((paths.EVALUATE / "metrics.json").read_text()).keys() >= {"src-a", "src-b", "ensemble"}
+
+    b = tmp_path / "artifacts/heads/b/src/preds.parquet"
+    pd.read_parquet(b).query("split != 'test'").to_parquet(b)
+    params = params.model_copy(update={"ensemble": params.ensemble.model_copy(update={"grid_step": 0.1})})
+    with pytest.raises(PipelineError, match="no test predictions"):
+        with atomic_dir(paths.EVALUATE) as out:
+            run(params, None, out)
+    assert {p.name: p.read_bytes() for p in paths.ENSEMBLE.iterdir()} == before
+    assert not [p for p in (tmp_path / "artifacts").rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
