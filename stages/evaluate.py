@@ -3,8 +3,8 @@ metrics for every model and the ensemble -> artifacts/evaluate/{metrics.json, pl
 
 One stage, not an ensemble stage and an evaluate stage: they always reran together (the ensemble's
 predictions are a model evaluate scores, and `evaluate.primary` is the ensemble's objective and check), and
-the second process and DVC's handling of a second stage cost about 1.6 s of every head change (benchmarks/RESULTS.md,
-"One stage for the ensemble and its evaluation").
+the second process and DVC's handling of a second stage cost about 1.6 s of every head change
+(benchmarks/RESULTS.md, "One stage for the ensemble and its evaluation").
 """
 from pipeline import paths
 from pipeline.cli import artifact_stage
