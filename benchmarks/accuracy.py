@@ -19,7 +19,7 @@ add up to one table. The split is always the one of params.yaml's seed; `--seeds
 Columns: valid / test accuracy of the ensemble and of its best member on valid, and seconds: fine-tune (with
 its per-epoch valid pass and the MLP's valid + test predictions), embed (fine-tuned + pretrained passes over
 all rows; the pretrained pass is measured once per max_length and charged to every row, as `dvc repro` would
-run it), heads, ensemble; `repro s` adds --overhead seconds (DVC and 11 Python stage start-ups) as an estimate
+run it), heads, ensemble; `repro s` adds --overhead seconds (DVC and the stages' Python start-ups) as an estimate
 of a whole `dvc repro`.
 
     python benchmarks/accuracy.py [--only default epochs2 ...] [--seeds 42 1 2] [--cache /tmp/accuracy-cache]
