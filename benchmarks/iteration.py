@@ -32,9 +32,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# stages.ensemble: a stage of its own before the ninth session's merge into evaluate (for --compare)
+# stages.ensemble: a stage of its own before the tenth session's merge into evaluate (for --compare)
 STAGES = ["stages.prepare", "stages.pretrained", "stages.finetune", "stages.embed", "stages.head",
           "stages.ensemble", "stages.evaluate"]
+RUNNING = re.compile(r"Running stage '([^']+)':\n> (.+)")  # dvc repro's log: (stage, command) it ran
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
        "TRANSFORMERS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
 
@@ -108,7 +109,7 @@ def main() -> None:
         p["heads"]["svm"]["C"] = 2.0
         (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
         rerun, log = sh(repo, "dvc", "repro")
-        stages = re.findall(r"Running stage '([^']+)':\n> (.+)", log)
+        stages = RUNNING.findall(log)
         print(f"heads.svm.C change: dvc repro {rerun:.1f} s, {len(stages)} stages: {[s for s, _ in stages]}")
         alone = 0.0
         for name, cmd in stages:
@@ -125,7 +126,7 @@ def main() -> None:
             p["heads"]["svm"]["C"] = 2.0 + k
             (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
             secs, log = sh(repo, "dvc", "repro")
-            if [s for s, _ in re.findall(r"Running stage '([^']+)':\n> (.+)", log)] != [s for s, _ in stages]:
+            if [s for s, _ in RUNNING.findall(log)] != [s for s, _ in stages]:
                 raise SystemExit(f"C={2.0 + k}: another set of stages ran:\n{log[-3000:]}")
             reruns.append(secs)
             work = [float(w) for w in re.findall(r"done in ([0-9.]+)s", log)]

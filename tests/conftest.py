@@ -36,10 +36,14 @@ def make_tiny_model(out: Path) -> Path:
     return out
 
 
+def venv_env() -> dict[str, str]:
+    """os.environ with this venv's bin first on PATH (DVC stage commands call `python`)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def sh(cwd, *cmd, check=True) -> str:
-    """Run a command with this venv's bin first on PATH (DVC stage commands call `python`)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    """Run a command with this venv's bin first on PATH (venv_env)."""
+    r = subprocess.run(cmd, cwd=cwd, env=venv_env(), capture_output=True, text=True)
     if check and r.returncode:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r.stdout + r.stderr
@@ -51,7 +55,7 @@ def modules_after(cwd, argv: list[str], watch: tuple[str, ...], pythonpath: Path
     None if the process died before it could list them)."""
     code = ("import runpy, sys\nsys.argv = %r\ntry:\n    runpy.run_module(%r, run_name='__main__')\nfinally:\n"
             "    print('LOADED', sorted(m for m in %r if m in sys.modules))" % (argv, argv[0], tuple(watch)))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_env()
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True)

@@ -132,7 +132,7 @@ def test_each_stage_depends_on_every_module_it_imports():
 def test_dvc_lock_holds_only_the_stages_of_dvc_yaml():
     """`dvc repro` never drops the lock entry of a stage that left dvc.yaml (an old layout's), and DVC rewrites
     the whole lock through ruamel's pure-Python round trip after every stage it runs: dead entries are paid
-    for in every rerun (0.37 s a stage at 27 KB here, benchmarks/RESULTS.md) and describe outputs nobody
+    for in every rerun (0.28 s a stage at 27.7 KB here, 0.21 s at 19.2 KB: benchmarks/RESULTS.md) and describe outputs nobody
     writes."""
     import yaml
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 import zarr
 
-from tests.conftest import make_repo, modules_after, predict_test_rows, ran, sh, shrink_params
+from tests.conftest import make_repo, modules_after, predict_test_rows, ran, sh, shrink_params, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -243,8 +243,7 @@ def test_a_new_split_reruns_the_label_consumers_but_not_the_pretrained_embedding
 ])
 def test_sigkill_leaves_no_valid_output(repo, stage, folder, marker):
     """Kill the stage mid-run; DVC must see it as changed, and the next repro must complete."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", stage], cwd=repo, env=env, start_new_session=True,
+    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", stage], cwd=repo, env=venv_env(), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tmp_glob = "__".join(Path(folder).parts) + ".tmp-*"
     tmp_root = repo / "artifacts" / ".tmp"
