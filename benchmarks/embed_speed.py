@@ -13,17 +13,22 @@ Rows, each timed over the same texts after a warm-up of its own:
                 autocast at that precision);
 - onnx / onnx int8 / openvino / openvino int8: `embed.backend` (pipeline/cache/runtimes.py) on the same bucketed
                 batches, the encoder exported once (the export time is printed, not counted).
+A run named `NAME@B` (e.g. `onnx_int8@32`) is NAME at batch size B instead of --batch-size, so that each path can
+be timed at the batch size that suits it (ONNX Runtime int8 at 32 and at 128: benchmarks/RESULTS.md).
+With --repeats R, every run embeds all rows R times, the runs taking turns, and its median pass is reported.
 For each: samples/s, the ratio to naive, to hf padding, to st and to the embed stage's default torch path
 (`ours_auto`: ours at what `precision: auto` picks on this machine, bf16 with bf16 units, else fp32), the
 mean cosine to our fp32 embeddings (cosine ignores the norm, so st's normalized vectors compare directly with our
 unnormalized mean pooling), and the test accuracy of the default SVM head (`heads.svm`, fit on train,
 calibrated on valid) on that cache, so speed is not bought with accuracy.
 
-    python benchmarks/embed_speed.py [--rows 4000] [--batch-size 128] [--runs naive hf ours_fp32 ...]
+    python benchmarks/embed_speed.py [--rows 4000] [--batch-size 128] [--repeats 1]
+        [--runs naive hf ours_fp32 onnx_int8@32 ...]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -53,9 +58,20 @@ def loop(encoder, texts, batch_size, max_length, padding) -> np.ndarray:
     return np.vstack(out)
 
 
-def runner(name: str, enc, cfg, max_length: int, tmp: Path, model_path: str):
+def run_name(value: str) -> str:
+    """argparse type: a name of RUNS, optionally with @<batch size>."""
+    name, _, batch = value.partition("@")
+    if name not in RUNS or (batch and not (batch.isdigit() and int(batch) > 0)):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected one of {RUNS}, optionally @<batch size>")
+    return value
+
+
+def runner(run: str, enc, cfg, max_length: int, tmp: Path, model_path: str):
     """-> (texts -> (N, D) embeddings, export seconds)."""
     cpu = torch.device("cpu")
+    name, _, batch = run.partition("@")
+    if batch:
+        cfg = cfg.model_copy(update={"batch_size": int(batch)})
     if name in ("naive", "hf"):
         pad = "max_length" if name == "naive" else True
         return (lambda t: loop(enc, t, cfg.batch_size, max_length, pad)), 0.0
@@ -73,7 +89,7 @@ def runner(name: str, enc, cfg, max_length: int, tmp: Path, model_path: str):
 
     backend, _, q = name.partition("_")
     t0 = time.perf_counter()
-    path = export(enc, tmp / name, backend, q or "none")
+    path = export(enc, tmp / run, backend, q or "none")
     rt = RuntimeEncoder(path, backend, enc.tokenizer, max_length)
     return (lambda t: embed_frame(rt, t, cfg, cpu)), time.perf_counter() - t0
 
@@ -82,7 +98,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=4000)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--runs", nargs="+", default=RUNS, choices=RUNS)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="timed passes per run, the runs taking turns; samples/s of each run's median pass")
+    ap.add_argument("--runs", nargs="+", default=RUNS, type=run_name, metavar="RUN")
     args = ap.parse_args()
     params = load_params()
     bb = params.backbones["minilm"]
@@ -95,28 +113,40 @@ def main() -> None:
     tok = tokenize(enc.tokenizer, texts, bb.max_length)
     print(f"torch={torch.__version__} threads={torch.get_num_threads()} rows={len(texts)} max_length={bb.max_length} "
           f"batch={args.batch_size} mean_tokens={tok.lengths.mean():.1f}")
+    names = ["ours_fp32"] + [r for r in args.runs if r != "ours_fp32"]  # fp32 first: the cosine reference
     results, ref = {}, None
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ["ours_fp32"] + [r for r in args.runs if r != "ours_fp32"]:  # fp32 first: the cosine reference
-            fn, export_s = runner(name, enc, cfg, bb.max_length, Path(tmp), resolve_model_path(bb.name))
-            fn(texts[:256])  # warm-up: allocator, kernels, the runtime's first inference
-            t0 = time.perf_counter()
-            X = fn(texts)
-            secs = time.perf_counter() - t0
+        fns, times, out = {}, {n: [] for n in names}, {}
+        for name in names:
+            fns[name], export_s = runner(name, enc, cfg, bb.max_length, Path(tmp), resolve_model_path(bb.name))
+            fns[name](texts[:256])  # warm-up: allocator, kernels, the runtime's first inference
+            results[name] = dict(export=export_s)
+        # every pass embeds every row; the runs take turns, so that a slower spell of a shared host hits each run
+        # alike instead of whichever ran then; the median pass of each run is reported
+        for _ in range(args.repeats):
+            for name in names:
+                t0 = time.perf_counter()
+                out[name] = fns[name](texts)
+                times[name].append(time.perf_counter() - t0)
+        for name in names:
+            X = out[name]
             ref = X if ref is None else ref
             cos = float(np.mean(np.sum(X * ref, 1) / np.linalg.norm(X, axis=1) / np.linalg.norm(ref, axis=1)))
             head, _ = fit_head(params.heads["svm"], task, X[split == "train"], y[split == "train"],
                                X[split == "valid"], y[split == "valid"])
             acc = task.metric("accuracy", y[split == "test"], head.scores(X[split == "test"]))
-            results[name] = dict(sps=len(texts) / secs, cos=cos, acc=acc, export=export_s)
+            results[name].update(sps=len(texts) / statistics.median(times[name]), cos=cos, acc=acc,
+                                 passes=" ".join(f"{t:.1f}" for t in times[name]))
     auto = f"ours_{resolve_precision('auto', pick_device())}"  # the stage's default on this machine
     base = {k if k != auto else "ours_auto": results[k]["sps"] for k in ("naive", "hf", "st", auto) if k in results}
-    head = "| run | samples/s | " + " | ".join(f"vs {k}" for k in base) + " | cosine to ours fp32 | SVM test acc | export s |"
+    head = ("| run | samples/s | " + " | ".join(f"vs {k}" for k in base)
+            + " | cosine to ours fp32 | SVM test acc | export s | passes s |")
     print("\n" + head + "\n" + "|---" * (head.count("|") - 1) + "|")
     for name in args.runs:
         r = results[name]
         ratios = " | ".join(f"{r['sps'] / b:.2f}x" for b in base.values())
-        print(f"| {name} | {r['sps']:.1f} | {ratios} | {r['cos']:.5f} | {r['acc']:.4f} | {r['export']:.1f} |")
+        print(f"| {name} | {r['sps']:.1f} | {ratios} | {r['cos']:.5f} | {r['acc']:.4f} | {r['export']:.1f} "
+              f"| {r['passes']} |")
 
 
 if __name__ == "__main__":
