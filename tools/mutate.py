@@ -178,6 +178,11 @@ MUTATIONS = [
              "inputs.n, e.dtype, e.shard_rows, e.chunk_rows, rank", "inputs.n, e.dtype, 1 << 40, 1 << 40, rank",
              (f"{STREAM}::test_a_killed_embed_resumes_from_its_last_shard_and_equals_an_uninterrupted_one",),
              "the embed stage computes the whole (N, D) matrix before writing anything"),
+    Mutation("int8-key-ignores-batching", "pipeline/cache/embed.py",
+             "        parts.update(batch_size=e.batch_size, bucket=e.bucket)", "        pass",
+             ("tests/cache/test_runtimes.py::"
+              "test_onnx_int8_vectors_depend_on_their_batch_so_its_cache_key_holds_the_batching",),
+             "under ONNX Runtime int8 a changed batch size reuses vectors that batching would not give"),
     Mutation("input-rows-whole-groups", "pipeline/data/inputs.py",
              "parts.append(self._group(g).slice(a, b - a))", "parts.append(self._group(g))",
              ("tests/data/test_inputs.py::test_input_rows_read_any_row_range_from_the_row_groups_that_hold_it",),

@@ -91,13 +91,19 @@ def encoder_files(params: Params, source: str) -> dict[str, str]:
 
 def cache_key(params: Params, source: str, encoder, device) -> dict:
     """What a cached vector depends on besides its input: -> {"key": sha256 hex, "parts": the readable parts}.
-    Batch size and bucketing are left out: they change only the float summation order (1e-6)."""
+    Batch size and bucketing are left out, since they change only the float summation order (1e-6), except
+    under ONNX Runtime int8 (below)."""
     src, e = params.sources[source], params.embed
     cfg = params.backbones[src.backbone]
     fp = fingerprint(cfg)  # the configured weights; a hub name or a random-init timm model: pinned by name
     parts = {"backbone": fp if fp["files"] else {"name": cfg.name, **fp}, "weights": encoder_files(params, source),
              "modality": cfg.modality, "precision": resolve_precision(e.precision, device), "backend": e.backend,
              "quantize": e.quantize, "dtype": e.dtype, "device": torch.device(device).type}
+    if e.backend == "onnx" and e.quantize == "int8":
+        # dynamic quantization scales each batch's activations by that batch's range, so a row's vector depends
+        # on the rows batched with it: between batches of 128 and 32, cosine 0.991 on average and 0.966 at
+        # worst, as far apart as int8 is from fp32 (benchmarks/RESULTS.md). Another batching re-embeds.
+        parts.update(batch_size=e.batch_size, bucket=e.bucket)
     if cfg.modality == "image":
         parts.update(transform=getattr(encoder, "data_config", None), model_kwargs=cfg.model_kwargs)
     else:
@@ -113,7 +119,8 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     the same cache key and input hash. Shard by shard (pipeline/cache/stream.py): each shard's reused rows are
     copied bit for bit, its other rows embedded in batches of that shard, and the shard written, so memory
     holds one shard; a killed run's finished shards are resumed. The result equals a from-scratch embed up to
-    float summation order (a full pass batches rows with other rows). Under a launcher (RANK, WORLD_SIZE set)
+    float summation order (a full pass batches rows with other rows); under ONNX Runtime int8, up to its
+    per-batch quantization (`cache_key`). Under a launcher (RANK, WORLD_SIZE set)
     this rank writes its share of the shards; rank 0 waits for all, then writes the store's other files into
     `out` (another rank's `out` stays empty) -> the summary (`per_rank`: each rank's shards and rows)."""
     src = params.sources[source]

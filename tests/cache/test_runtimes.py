@@ -43,3 +43,33 @@ def test_openvino_then_the_sklearnex_heads_in_one_process(tmp_path):
         pytest.skip("needs openvino and scikit-learn-intelex")  # found, not imported: this process may hold either
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(Path(__file__).parents[2]))
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_onnx_int8_vectors_depend_on_their_batch_so_its_cache_key_holds_the_batching(tmp_path, tiny_backbone,
+                                                                                      tiny_params):
+    """Dynamic int8 quantizes a batch's activations with that batch's range: the same rows batched otherwise
+    get other vectors, by far more than float error. So under onnx + int8 the cache key holds batch_size and
+    bucket (a changed batching re-embeds instead of reusing vectors a fresh run would not give); the torch
+    path's vectors do not depend on the batching beyond float error, and its key leaves it out."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime is not installed")
+    from pipeline.cache.embed import cache_key, embed_frame
+    from pipeline.params import EmbedParams, Params
+    from pipeline.cache.runtimes import RuntimeEncoder, export
+
+    cpu = torch.device("cpu")
+    texts = [" ".join(["word", "other"][n % 2:] * n) + f" number {n}" for n in range(1, 40)]
+    rt = RuntimeEncoder(export(tiny_backbone, tmp_path, "onnx", "int8"), "onnx", tiny_backbone.tokenizer, 32)
+    by = {b: embed_frame(rt, texts, EmbedParams(batch_size=b, precision="fp32"), cpu) for b in (8, 3)}
+    ref = {b: embed_frame(tiny_backbone, texts, EmbedParams(batch_size=b, precision="fp32"), cpu) for b in (8, 3)}
+    assert np.abs(ref[8] - ref[3]).max() < 1e-4 < np.abs(by[8] - by[3]).max()
+
+    def key(**embed):
+        p = {**tiny_params, "embed": {**tiny_params["embed"], **embed}}
+        return cache_key(Params.model_validate(p), "minilm_pt", tiny_backbone, cpu)["key"]
+    assert key(backend="onnx", quantize="int8", batch_size=8) != key(backend="onnx", quantize="int8", batch_size=3)
+    assert key(backend="onnx", quantize="int8") != key(backend="onnx", quantize="int8", bucket=False)
+    assert key(batch_size=8) == key(batch_size=3)
+    assert key(backend="onnx", batch_size=8) == key(backend="onnx", batch_size=3)

@@ -36,8 +36,9 @@ def test_gpu_suite_dry_run_on_cpu(tmp_path):
 @pytest.mark.parametrize("script, args, rows", [
     ("finetune_speed.py", ["--rows", "300", "--steps", "3", "--warmup-steps", "1"],
      ["trainer_defaults", "trainer_tuned", "ours", "ours_fused", "ours_fast"]),
-    ("embed_speed.py", ["--rows", "300", "--runs", "naive", "hf", "st", "st_bf16", "ours_fp32", "ours_bf16"],
-     ["naive", "hf", "st", "st_bf16", "ours_fp32", "ours_bf16"]),
+    ("embed_speed.py", ["--rows", "300", "--repeats", "2", "--runs", "naive", "hf", "st", "st_bf16", "ours_fp32",
+                        "ours_bf16", "onnx_int8@32"],
+     ["naive", "hf", "st", "st_bf16", "ours_fp32", "ours_bf16", "onnx_int8@32"]),
 ])
 def test_speed_scripts_print_every_baseline_and_ours_on_a_few_rows(tmp_path, script, args, rows):
     """The RESULTS.md tables come from these scripts: each row, with its ratio to every baseline, still runs."""
@@ -50,6 +51,20 @@ def test_speed_scripts_print_every_baseline_and_ours_on_a_few_rows(tmp_path, scr
     baselines = ("vs trainer_defaults", "vs trainer_tuned") if script == "finetune_speed.py" else \
         ("vs naive", "vs hf", "vs st")
     assert all(b in table["run"] for b in baselines), table["run"]
+
+
+@pytest.mark.slow
+def test_embed_batching_compares_torch_and_int8_across_batch_sizes(tmp_path):
+    """RESULTS.md's batching table (why the int8 cache key holds the batch size) comes from this script."""
+    r = subprocess.run([sys.executable, "benchmarks/embed_batching.py", "--rows", "200", "--batch-sizes", "16", "5"],
+                       cwd=ROOT, capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+                            "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
+            for line in r.stdout.splitlines() if line.startswith("| ")}
+    assert {"torch bf16", "onnx int8"} <= set(rows), r.stdout[-2000:]
+    assert float(rows["onnx int8"][0]) < float(rows["torch bf16"][0])  # int8 moves with the batch, bf16 hardly
 
 
 @pytest.mark.slow
