@@ -2,10 +2,11 @@
 
 The embed stage's cache key leaves the batch size out where batching changes only the float summation order,
 and an incremental rerun (new rows batched among themselves) equals a from-scratch pass only to that precision
-(pipeline/cache/embed.py `cache_key`, docs/pipeline.md). For the torch path in bf16 and ONNX Runtime int8 (the
-encoder exported once, dynamic quantization), this embeds the first --rows reviews of the default corpus at
-each of --batch-sizes and prints, between the two: the mean and the lowest row cosine, the max abs difference
-and the rows that are bit for bit equal; and each one's mean cosine to the torch fp32 vectors.
+(pipeline/cache/embed.py `cache_key`, docs/pipeline.md). For the torch path in bf16, ONNX Runtime int8 (the
+encoder exported once, dynamic quantization of the activations) and OpenVINO int8 (int8 weights only), this
+embeds --rows reviews of the default corpus (`data.max_rows`: a stratified sample) at each of --batch-sizes and
+prints, between the two: the mean and the lowest row cosine, the max abs difference and the rows that are bit
+for bit equal; and each one's mean cosine to the torch fp32 vectors.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/embed_batching.py [--rows 3000] [--batch-sizes 128 32]
 """
@@ -26,6 +27,7 @@ from pipeline.params import load_params
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two (N, D) arrays -> the cosine of each row pair, (N,)."""
     return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
@@ -40,15 +42,18 @@ def main() -> None:
     texts, cpu = df["text"].tolist(), torch.device("cpu")
     enc = make_backbone(bb).eval()
 
-    def cfg(batch: int, precision: str):
+    def cfg(batch: int, precision: str):  # the default embed params at this batch size and precision, torch
         return params.embed.model_copy(update={"batch_size": batch, "backend": "torch", "precision": precision})
     ref = embed_frame(enc, texts, cfg(args.batch_sizes[0], "fp32"), cpu)
     with tempfile.TemporaryDirectory() as tmp:
-        int8 = RuntimeEncoder(export(enc, Path(tmp), "onnx", "int8"), "onnx", enc.tokenizer, bb.max_length)
+        ort = RuntimeEncoder(export(enc, Path(tmp) / "onnx", "onnx", "int8"), "onnx", enc.tokenizer, bb.max_length)
+        ov = RuntimeEncoder(export(enc, Path(tmp) / "openvino", "openvino", "int8"), "openvino", enc.tokenizer,
+                            bb.max_length)
         print(f"{len(texts)} rows, batch sizes {args.batch_sizes[0]} and {args.batch_sizes[1]}\n")
         print("| path | mean cosine | lowest cosine | max abs difference | rows bit for bit equal | cosine to fp32 "
               "(each batch size) |\n|---|---|---|---|---|---|")
-        for name, encoder, precision in (("torch bf16", enc, "bf16"), ("onnx int8", int8, "fp32")):
+        for name, encoder, precision in (("torch bf16", enc, "bf16"), ("onnx int8", ort, "fp32"),
+                                         ("openvino int8", ov, "fp32")):
             a, b = (embed_frame(encoder, texts, cfg(n, precision), cpu) for n in args.batch_sizes)
             c = cosine(a, b)
             to_fp32 = f"{cosine(a, ref).mean():.5f} / {cosine(b, ref).mean():.5f}"

@@ -61,7 +61,7 @@ def loop(encoder, texts, batch_size, max_length, padding) -> np.ndarray:
 def run_name(value: str) -> str:
     """argparse type: a name of RUNS, optionally with @<batch size>."""
     name, _, batch = value.partition("@")
-    if name not in RUNS or (batch and not (batch.isdigit() and int(batch) > 0)):
+    if name not in RUNS or ("@" in value and not (batch.isdigit() and int(batch) > 0)):
         raise argparse.ArgumentTypeError(f"{value!r}: expected one of {RUNS}, optionally @<batch size>")
     return value
 
@@ -102,6 +102,8 @@ def main() -> None:
                     help="timed passes per run, the runs taking turns; samples/s of each run's median pass")
     ap.add_argument("--runs", nargs="+", default=RUNS, type=run_name, metavar="RUN")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
     params = load_params()
     bb = params.backbones["minilm"]
     df, task, _ = prepare_dataset(params.data.model_copy(update={"max_rows": args.rows}), params.seed)
@@ -113,7 +115,7 @@ def main() -> None:
     tok = tokenize(enc.tokenizer, texts, bb.max_length)
     print(f"torch={torch.__version__} threads={torch.get_num_threads()} rows={len(texts)} max_length={bb.max_length} "
           f"batch={args.batch_size} mean_tokens={tok.lengths.mean():.1f}")
-    names = ["ours_fp32"] + [r for r in args.runs if r != "ours_fp32"]  # fp32 first: the cosine reference
+    names = list(dict.fromkeys(["ours_fp32", *args.runs]))  # fp32 first: the cosine reference; each run once
     results, ref = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         fns, times, out = {}, {n: [] for n in names}, {}
@@ -142,7 +144,7 @@ def main() -> None:
     head = ("| run | samples/s | " + " | ".join(f"vs {k}" for k in base)
             + " | cosine to ours fp32 | SVM test acc | export s | passes s |")
     print("\n" + head + "\n" + "|---" * (head.count("|") - 1) + "|")
-    for name in args.runs:
+    for name in dict.fromkeys(args.runs):
         r = results[name]
         ratios = " | ".join(f"{r['sps'] / b:.2f}x" for b in base.values())
         print(f"| {name} | {r['sps']:.1f} | {ratios} | {r['cos']:.5f} | {r['acc']:.4f} | {r['export']:.1f} "

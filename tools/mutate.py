@@ -179,7 +179,7 @@ MUTATIONS = [
              (f"{STREAM}::test_a_killed_embed_resumes_from_its_last_shard_and_equals_an_uninterrupted_one",),
              "the embed stage computes the whole (N, D) matrix before writing anything"),
     Mutation("int8-key-ignores-batching", "pipeline/cache/embed.py",
-             "        parts.update(batch_size=e.batch_size, bucket=e.bucket)", "        pass",
+             "        parts.update(batch_size=e.batch_size, bucket=e.bucket, shard_rows=e.shard_rows)", "        pass",
              ("tests/cache/test_runtimes.py::"
               "test_onnx_int8_vectors_depend_on_their_batch_so_its_cache_key_holds_the_batching",),
              "under ONNX Runtime int8 a changed batch size reuses vectors that batching would not give"),

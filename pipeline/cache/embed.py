@@ -4,10 +4,10 @@ Speed on any device comes from tokenizing once, length-sorted batches with dynam
 spent on padding) and inference mode; on GPUs also from bf16/fp16 autocast.
 
 Incremental: every vector is keyed by (`cache_key`: the sha256 of the encoder's weight files, pooling,
-max_length or the image transform, precision, runtime, storage dtype, device type) and its row's input hash
-(pipeline/data/inputs.py). A rerun reuses the rows of the previous store (the stage's own output, kept by
-`persist: true` in dvc.yaml) whose input hash it holds under the same key, and embeds only the others; a
-store with another key is never reused.
+max_length or the image transform, precision, runtime, storage dtype, device type; under ONNX Runtime int8 also
+the batching) and its row's input hash (pipeline/data/inputs.py). A rerun reuses the rows of the previous store
+(the stage's own output, kept by `persist: true` in dvc.yaml) whose input hash it holds under the same key, and
+embeds only the others; a store with another key is never reused.
 
 Several processes: under `torchrun --nproc_per_node N -m stages.embed <source>` (or `accelerate launch`, or
 several nodes) each rank embeds its own shards (pipeline/cache/stream.py `assign`) into the one partial store,
@@ -91,8 +91,8 @@ def encoder_files(params: Params, source: str) -> dict[str, str]:
 
 def cache_key(params: Params, source: str, encoder, device) -> dict:
     """What a cached vector depends on besides its input: -> {"key": sha256 hex, "parts": the readable parts}.
-    Batch size and bucketing are left out, since they change only the float summation order (1e-6), except
-    under ONNX Runtime int8 (below)."""
+    Batch size, bucketing and shard size are left out, since they change only float rounding (1e-6 in fp32, at
+    most 0.0049 in bf16: benchmarks/RESULTS.md), except under ONNX Runtime int8 (below)."""
     src, e = params.sources[source], params.embed
     cfg = params.backbones[src.backbone]
     fp = fingerprint(cfg)  # the configured weights; a hub name or a random-init timm model: pinned by name
@@ -102,8 +102,9 @@ def cache_key(params: Params, source: str, encoder, device) -> dict:
     if e.backend == "onnx" and e.quantize == "int8":
         # dynamic quantization scales each batch's activations by that batch's range, so a row's vector depends
         # on the rows batched with it: between batches of 128 and 32, cosine 0.991 on average and 0.966 at
-        # worst, as far apart as int8 is from fp32 (benchmarks/RESULTS.md). Another batching re-embeds.
-        parts.update(batch_size=e.batch_size, bucket=e.bucket)
+        # worst, as far apart as int8 is from fp32 (benchmarks/RESULTS.md). Another batching re-embeds; rows are
+        # batched within their shard, so shard_rows is part of the batching.
+        parts.update(batch_size=e.batch_size, bucket=e.bucket, shard_rows=e.shard_rows)
     if cfg.modality == "image":
         parts.update(transform=getattr(encoder, "data_config", None), model_kwargs=cfg.model_kwargs)
     else:

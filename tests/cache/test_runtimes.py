@@ -48,16 +48,17 @@ def test_openvino_then_the_sklearnex_heads_in_one_process(tmp_path):
 def test_onnx_int8_vectors_depend_on_their_batch_so_its_cache_key_holds_the_batching(tmp_path, tiny_backbone,
                                                                                       tiny_params):
     """Dynamic int8 quantizes a batch's activations with that batch's range: the same rows batched otherwise
-    get other vectors, by far more than float error. So under onnx + int8 the cache key holds batch_size and
-    bucket (a changed batching re-embeds instead of reusing vectors a fresh run would not give); the torch
+    get other vectors, by far more than float error. So under onnx + int8 the cache key holds batch_size,
+    bucket and shard_rows (rows are batched within their shard): a changed batching re-embeds instead of
+    reusing vectors a fresh run would not give; the torch
     path's vectors do not depend on the batching beyond float error, and its key leaves it out."""
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("onnxruntime is not installed")
     from pipeline.cache.embed import cache_key, embed_frame
-    from pipeline.params import EmbedParams, Params
     from pipeline.cache.runtimes import RuntimeEncoder, export
+    from pipeline.params import EmbedParams, Params
 
     cpu = torch.device("cpu")
     texts = [" ".join(["word", "other"][n % 2:] * n) + f" number {n}" for n in range(1, 40)]
@@ -71,5 +72,6 @@ def test_onnx_int8_vectors_depend_on_their_batch_so_its_cache_key_holds_the_batc
         return cache_key(Params.model_validate(p), "minilm_pt", tiny_backbone, cpu)["key"]
     assert key(backend="onnx", quantize="int8", batch_size=8) != key(backend="onnx", quantize="int8", batch_size=3)
     assert key(backend="onnx", quantize="int8") != key(backend="onnx", quantize="int8", bucket=False)
-    assert key(batch_size=8) == key(batch_size=3)
+    assert key(backend="onnx", quantize="int8") != key(backend="onnx", quantize="int8", shard_rows=8192)
+    assert key(batch_size=8) == key(batch_size=3) and key() == key(shard_rows=8192)
     assert key(backend="onnx", batch_size=8) == key(backend="onnx", batch_size=3)
