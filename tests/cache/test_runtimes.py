@@ -50,8 +50,8 @@ def test_onnx_int8_vectors_depend_on_their_batch_so_its_cache_key_holds_the_batc
     """Dynamic int8 quantizes a batch's activations with that batch's range: the same rows batched otherwise
     get other vectors, by far more than float error. So under onnx + int8 the cache key holds batch_size,
     bucket and shard_rows (rows are batched within their shard): a changed batching re-embeds instead of
-    reusing vectors a fresh run would not give; the torch
-    path's vectors do not depend on the batching beyond float error, and its key leaves it out."""
+    reusing vectors a fresh run would not give. The torch path's vectors do not depend on the batching beyond
+    float error, and its key leaves it out."""
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is None:
