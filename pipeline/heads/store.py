@@ -3,7 +3,8 @@
 `save_head(head, folder)` writes:
 - `head.json`: single or k-fold, the head params, the task, the backend, C per fitted head, and the sha256
   of every file below (checked before any of them is read: a changed file is refused, not loaded);
-- `estimators.pkl`: numpy arrays and fitted estimators, read back by an unpickler that only builds an
+- `estimators.pkl`: numpy arrays and fitted estimators (a sklearnex SVM without its oneDAL model object, which
+  repeats the support vectors: `_portable`), read back by an unpickler that only builds an
   allowlist of types (numpy arrays and scalars; scikit-learn, scikit-learn-intelex / oneDAL and cuML
   classes) and calls no other function or class, so a tampered file cannot run code. This is the idea of
   skops' trusted types; skops itself cannot store the oneDAL models inside sklearnex estimators;
@@ -13,6 +14,7 @@
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -57,12 +59,30 @@ def _members(head) -> list:
     return list(getattr(head, "heads", [head]))
 
 
+def _portable(model):
+    """`model` as pickled. A sklearnex SVC/SVR keeps its support vectors twice: as `support_vectors_` and inside
+    the oneDAL model object that its fit returned, which pickles to as many bytes again (the default both-svm:
+    25.0 MB, 12.4 MB without it). oneDAL rebuilds that object from support_vectors_, dual_coef_ and intercept_
+    on the first predict (onedal/svm/svm.py, `_infer`), with identical scores, so a copy without it is stored:
+    half the bytes written, hashed and copied into .cache/heads and DVC's cache on every C tried. Not for a
+    multi-class SVC: the object rebuilt from those arrays scores as a binary one (a k-class decision function
+    with one column), so it is kept (tests/heads/test_head_store.py)."""
+    inner = getattr(model, "_onedal_estimator", None)
+    svm = hasattr(inner, "support_vectors_")  # oneDAL's other models (Ridge's) are not rebuilt this way
+    if not svm or inner._onedal_model is None or len(getattr(model, "classes_", ())) > 2:
+        return model
+    lean = copy.copy(model)
+    lean._onedal_estimator = copy.copy(inner)
+    lean._onedal_estimator._onedal_model = None
+    return lean
+
+
 def save_head(head, folder: str | Path) -> None:
     """Head or FoldedHead -> head.json, estimators.pkl and, for kind mlp, mlp-<i>.safetensors in `folder`."""
     folder = Path(folder)
     members = _members(head)
     mlp = members[0].cfg.kind == "mlp"
-    payload = [{"mean": h.mean, "std": h.std, "models": [] if mlp else h.models, "calibrators": h.calibrators}
+    payload = [{"mean": h.mean, "std": h.std, "models": [] if mlp else [_portable(m) for m in h.models], "calibrators": h.calibrators}
                for h in members]
     (folder / ESTIMATORS).write_bytes(pickle.dumps(payload, protocol=5))
     files = [ESTIMATORS]

@@ -37,6 +37,25 @@ def test_stored_folded_head_gives_identical_scores(tmp_path):
     assert len(loaded.heads) == 3 and np.array_equal(loaded.scores(X[150:]), head.scores(X[150:]))
 
 
+@pytest.mark.skipif(not sklearnex_available(), reason="needs scikit-learn-intelex")
+@pytest.mark.parametrize("kind", ["binary", "regression", "multiclass"])
+def test_a_sklearnex_svm_is_stored_with_one_copy_of_its_support_vectors(tmp_path, kind):
+    """The oneDAL model object repeats the support vectors; it is left out of the file where oneDAL rebuilds
+    it (binary, regression) and the loaded head still scores exactly like the fitted one."""
+    X, y = blobs(n=900, d=64, k=3 if kind == "multiclass" else 2, sep=1.0)
+    task = {"binary": Task("binary", classes=["n", "p"]), "multiclass": Task("multiclass", classes=["a", "b", "c"]),
+            "regression": Task("regression", y_min=0.0, y_max=1.0)}[kind]
+    target = X[:, :2].sum(1) if kind == "regression" else y
+    target = (target - target.min()) / np.ptp(target) if kind == "regression" else target
+    head, _ = fit_head(HeadParams(backend="sklearnex"), task, X[:600], target[:600], X[600:750], target[600:750])
+    save_head(head, tmp_path)
+    vectors = sum(m.support_vectors_.nbytes for m in head.models)
+    size = (tmp_path / ESTIMATORS).stat().st_size
+    assert (size > 1.8 * vectors) if kind == "multiclass" else (size < 1.2 * vectors), (size, vectors)
+    assert all(m._onedal_estimator._onedal_model is not None for m in head.models)  # the fitted head keeps its own
+    assert np.array_equal(load_head(tmp_path).scores(X[750:]), head.scores(X[750:]))
+
+
 @pytest.fixture()
 def stored(tmp_path):
     X, y = blobs(n=120)
