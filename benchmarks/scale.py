@@ -11,7 +11,7 @@ At N = --extras-at (100k by default) also:
 - kill-resume: the same embed from scratch, SIGKILLed once its first shard is recorded, then rerun: the log's
           "resuming ... from shard" line, and the store against the uninterrupted one (bit for bit);
 - incremental: 1% new rows appended, prepare and embed rerun on the full store: embed wall and its ratio to
-          the full pass.
+          the full pass, and how many shards were the old store's files, copied (`--skip-resume`: this one only).
 `--prepare 100000 1000000 [--code TREE]`: the prepare stage alone (a labeled corpus with 1% copied texts): wall
 time and peak RSS, of this checkout or of another commit's worktree TREE.
 `--heads 5000 10000 20000`: the SVM head's fit, exact kernel SVC vs Nystroem + linear SVM (`max_kernel_rows`).
@@ -157,8 +157,9 @@ def read_vectors(folder: Path) -> np.ndarray:
     return zarr.open_array(str(folder / "vectors.zarr"), mode="r")[:]
 
 
-def measure(work: Path, n: int, model: Path, extras: bool, shard_rows: int) -> dict:
-    """Every step at one N (see the module docstring) -> a row of the results table."""
+def measure(work: Path, n: int, model: Path, extras: str | bool, shard_rows: int) -> dict:
+    """Every step at one N (see the module docstring) -> a row of the results table. `extras`: False, "all"
+    (kill-resume and incremental) or "incremental"."""
     shutil.rmtree(work, ignore_errors=True)
     setup(work, model, shard_rows)
     corpus(n).to_parquet(work / "corpus.parquet")
@@ -172,8 +173,27 @@ def measure(work: Path, n: int, model: Path, extras: bool, shard_rows: int) -> d
                store_files=files(work / STORE), shards=summary["shards"])
     if not extras:
         return row
-    # kill-resume: from no store, SIGKILL once the first shard is recorded
     shutil.move(work / STORE, work / "uninterrupted")
+    if extras != "incremental":
+        row.update(kill_resume(work))
+    # incremental: the uninterrupted store back in place, 1% new rows appended
+    shutil.rmtree(work / STORE, ignore_errors=True)
+    shutil.move(work / "uninterrupted", work / STORE)
+    import pandas as pd
+    pd.concat([pd.read_parquet(work / "corpus.parquet"), corpus(n // 100, start=n)]).to_parquet(
+        work / "corpus.parquet")
+    more = checked(run(work, ["-m", "stages.prepare"]), "inputs +1%")
+    inc = checked(embed(work), "incremental embed")
+    s = json.loads((work / STORE / "summary.json").read_text())
+    row.update(inc_inputs_s=more["seconds"], inc_embed_s=inc["seconds"], inc_embedded=s["embedded"],
+               inc_reused=s["reused"], inc_copied=s.get("shards_copied"), inc_ratio=inc["seconds"] / full["seconds"],
+               inc_compute_ratio=s["seconds"] / summary["seconds"])
+    return row
+
+
+def kill_resume(work: Path) -> dict:
+    """The embed from no store (the full one moved to `work`/uninterrupted), SIGKILLed once its first shard is
+    recorded, then rerun -> the row's kill-resume cells."""
     progress = list((work / "artifacts/.tmp").glob("*")) if (work / "artifacts/.tmp").exists() else []
     assert not [p for p in progress if ".partial-" in p.name], progress
 
@@ -184,21 +204,8 @@ def measure(work: Path, n: int, model: Path, extras: bool, shard_rows: int) -> d
     resumed = checked(embed(work), "resumed embed")
     line = re.search(r"resuming .* from shard \d+ of \d+[^\n]*", resumed["log"])
     same = bool(np.array_equal(read_vectors(work / STORE), read_vectors(work / "uninterrupted")))
-    row.update(killed_rc=killed["rc"], killed_s=killed["seconds"], resume_s=resumed["seconds"],
-               resume_log=line[0] if line else None, resumed_equal=same)
-    # incremental: the uninterrupted store back in place, 1% new rows appended
-    shutil.rmtree(work / STORE)
-    shutil.move(work / "uninterrupted", work / STORE)
-    import pandas as pd
-    pd.concat([pd.read_parquet(work / "corpus.parquet"), corpus(n // 100, start=n)]).to_parquet(
-        work / "corpus.parquet")
-    more = checked(run(work, ["-m", "stages.prepare"]), "inputs +1%")
-    inc = checked(embed(work), "incremental embed")
-    s = json.loads((work / STORE / "summary.json").read_text())
-    row.update(inc_inputs_s=more["seconds"], inc_embed_s=inc["seconds"], inc_embedded=s["embedded"],
-               inc_reused=s["reused"], inc_ratio=inc["seconds"] / full["seconds"],
-               inc_compute_ratio=s["seconds"] / summary["seconds"])
-    return row
+    return dict(killed_rc=killed["rc"], killed_s=killed["seconds"], resume_s=resumed["seconds"],
+                resume_log=line[0] if line else None, resumed_equal=same)
 
 
 def store_bytes(store: Path) -> dict:
@@ -364,6 +371,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--work", type=Path, default=Path("/tmp/svmft-scale"))
     ap.add_argument("--extras-at", type=int, default=100_000, help="N for kill-resume and incremental")
+    ap.add_argument("--skip-resume", action="store_true", help="at --extras-at, the incremental run only")
     ap.add_argument("--shard-rows", type=int, default=65536, help="embed.shard_rows (default: params.py's)")
     ap.add_argument("--heads", type=int, nargs="*", help="instead: the SVM head's fit time at these train rows")
     ap.add_argument("--head-memory", type=int, nargs="*",
@@ -381,7 +389,8 @@ def main() -> None:
     model = make_model(args.work / "tiny-bert-64")
     if args.ranks:
         return ranks(args.work / f"ranks-n{args.sizes[0]}", args.sizes[0], model, args.shard_rows, args.ranks)
-    rows = [measure(args.work / f"n{n}", n, model, n == args.extras_at, args.shard_rows) for n in args.sizes]
+    extras = lambda n: n == args.extras_at and ("incremental" if args.skip_resume else "all")  # noqa: E731
+    rows = [measure(args.work / f"n{n}", n, model, extras(n), args.shard_rows) for n in args.sizes]
     print(json.dumps(rows, indent=1))
     print("\n| N | prepare s | prepare rows/s | prepare peak RSS MB | embed s | embed rows/s | embed peak RSS MB "
           "(model alone) | store files (shards) |")
@@ -395,12 +404,15 @@ def main() -> None:
         print(f"\nembed rows/s at {b['n']:,} / at {a['n']:,}: {(b['n'] / b['embed_s']) / (a['n'] / a['embed_s']):.2f}; "
               f"embed peak RSS above the model: {a['embed_rss_mb'] - a['model_rss_mb']:.0f} MB -> "
               f"{b['embed_rss_mb'] - b['model_rss_mb']:.0f} MB")
-    r = next((r for r in rows if "resume_s" in r), None)
+    r = next((r for r in rows if "inc_embed_s" in r), None)
     if r is None:
         return
-    print(f"kill-resume at {r['n']:,}: killed rc {r['killed_rc']} after {r['killed_s']:.1f}s; rerun {r['resume_s']:.1f}s; "
-          f"log: {r['resume_log']!r}; store equal to the uninterrupted one: {r['resumed_equal']}")
-    print(f"incremental at {r['n']:,} + 1%: embedded {r['inc_embedded']}, reused {r['inc_reused']}; embed stage "
+    if "resume_s" in r:
+        print(f"kill-resume at {r['n']:,}: killed rc {r['killed_rc']} after {r['killed_s']:.1f}s; rerun "
+              f"{r['resume_s']:.1f}s; log: {r['resume_log']!r}; store equal to the uninterrupted one: "
+              f"{r['resumed_equal']}")
+    print(f"incremental at {r['n']:,} + 1%: embedded {r['inc_embedded']}, reused {r['inc_reused']} "
+          f"({r['inc_copied']} shards copied as files); embed stage "
           f"{r['inc_embed_s']:.1f}s vs {r['embed_s']:.1f}s full = {r['inc_ratio']:.3f}; encoder compute only "
           f"{r['inc_compute_ratio']:.3f}")
 

@@ -119,7 +119,9 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     a Zarr cache in `out`, reusing the vectors of `previous` (default: the source's current store) that have
     the same cache key and input hash. Shard by shard (pipeline/cache/stream.py): each shard's reused rows are
     copied bit for bit, its other rows embedded in batches of that shard, and the shard written, so memory
-    holds one shard; a killed run's finished shards are resumed. The result equals a from-scratch embed up to
+    holds one shard; a full shard of the same rows in the same order as the old store's is its file, copied
+    (`ShardWriter.carry`: rows appended rewrite only the shards they fall in); a killed run's finished shards
+    are resumed. The result equals a from-scratch embed up to
     float summation order (a full pass batches rows with other rows); under ONNX Runtime int8, up to its
     per-batch quantization (`cache_key`). Under a launcher (RANK, WORLD_SIZE set)
     this rank writes its share of the shards; rank 0 waits for all, then writes the store's other files into
@@ -155,11 +157,14 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
 
     part = partial_folder(final, key["key"], hashes, e.shard_rows, e.chunk_rows, e.dtype)
     writer, mine = shared_writer(part, inputs.n, e.dtype, e.shard_rows, e.chunk_rows, rank, world, first_dim, barrier)
-    seconds, embedded, reused = 0.0, 0, 0
+    seconds, embedded, reused, copied = 0.0, 0, 0, 0
     resumed = sum(hi - lo for lo, hi in map(writer.rows, writer.done))
     for s in mine:
         lo, hi = writer.rows(s)
         h = have[lo:hi]
+        if h.all() and writer.carry(s, old[0], Path(final) / "vectors.zarr", rows[lo:hi]):
+            reused, copied = reused + hi - lo, copied + 1  # the old shard's file, as it was
+            continue
         todo = np.flatnonzero(~h)
         block = None
         if len(todo):
@@ -178,21 +183,23 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     if world > 1:
         log.info("embed %s: rank %d of %d wrote shards %s: %d rows embedded, %d reused", source, rank, world,
                  mine, embedded, reused)
-    stats = {"rank": rank, "shards": mine, "embedded": embedded, "reused": reused, "seconds": seconds}
+    stats = {"rank": rank, "shards": mine, "embedded": embedded, "reused": reused, "copied": copied,
+             "seconds": seconds}
     per_rank = gather(stats)  # also waits until every rank's shards are written and recorded
     if rank:
         finish_distributed()
         return {**stats, "shards": len(mine), "note": "rank 0 writes the store"}
-    embedded, reused = sum(r["embedded"] for r in per_rank), sum(r["reused"] for r in per_rank)
+    embedded, reused, copied = (sum(r[k] for r in per_rank) for k in ("embedded", "reused", "copied"))
     seconds = max(r["seconds"] for r in per_rank)  # the ranks run side by side
-    log.info("embed %s: %d rows reused from the previous store, %d embedded, %d resumed from a killed run "
-             "(key %s)", source, reused, embedded, resumed, key["key"])
+    log.info("embed %s: %d rows reused from the previous store (%d of %d shards copied as files), %d embedded, "
+             "%d resumed from a killed run (key %s)", source, reused, copied, writer.n_shards, embedded, resumed,
+             key["key"])
     dim = writer.arr.shape[1] if writer.arr is not None else dim or 0  # all shards resumed: the partial's D
     # a rank reaches gather only once every shard of its own is written and recorded (an error stops it first)
     writer.finish(out, dim, reported={s for r in per_rank for s in r["shards"]})
     write_index(out, inputs.keys, key=key)
     summary = {"rows": inputs.n, "dim": int(dim), "embedded": embedded, "reused": reused,
-               "resumed": int(resumed), "shards": writer.n_shards, "seconds": seconds,
+               "resumed": int(resumed), "shards": writer.n_shards, "shards_copied": copied, "seconds": seconds,
                "samples_per_s": embedded / seconds if embedded else 0.0, "device": str(device),
                "key": key["key"], "ranks": world, "per_rank": per_rank, **runtime}
     write_json(out / "summary.json", summary)

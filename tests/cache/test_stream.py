@@ -120,6 +120,46 @@ def test_a_killed_embed_resumes_from_its_last_shard_and_equals_an_uninterrupted_
     assert np.array_equal(X, Y) and index.equals(full) and len(files(tmp_path / "whole")) == 10
 
 
+def test_rows_appended_rewrite_only_their_shards_the_others_are_the_old_files(tmp_path, tiny_params, monkeypatch):
+    """150 rows (10 shards of 16, the last holding 6), then 30 appended and one text changed: the full shards
+    that hold the same rows in the same order are the old store's files, copied; the one with the changed row,
+    the old last shard (now full) and the new ones are written. The store equals the one rows copied one by
+    one give, bit for bit. Rows that moved (one removed before them) are never a copied shard."""
+    import pipeline.cache.embed as embed
+    from pipeline.params import Params
+
+    monkeypatch.chdir(tmp_path)
+    small_corpus(tmp_path, tiny_params, 150)
+    params = Params.model_validate(tiny_params)
+    (tmp_path / "old").mkdir()
+    embed.run_embed(params, "minilm_pt", tmp_path / "old")
+    small_corpus(tmp_path, tiny_params, 180)
+    inputs = tmp_path / "artifacts/inputs/inputs.parquet"
+    df = pd.read_parquet(inputs)
+    df.loc[40, ["text", "input_hash"]] = ["a changed review", "h40-changed"]  # shard 2
+    df.to_parquet(inputs)
+    (tmp_path / "new").mkdir()
+    got = embed.run_embed(params, "minilm_pt", tmp_path / "new", previous=tmp_path / "old")
+    assert (got["shards"], got["shards_copied"], got["reused"], got["embedded"]) == (12, 8, 149, 31)
+    old, new = store_bytes(tmp_path / "old"), store_bytes(tmp_path / "new")
+    assert sorted(k for k in new if k.startswith("vectors.zarr/c/") and new[k] == old.get(k)) == \
+        [f"vectors.zarr/c/{s}/0" for s in (0, 1, 3, 4, 5, 6, 7, 8)]
+
+    monkeypatch.setattr(ShardWriter, "carry", lambda *a: False)  # every reused row decoded and encoded again
+    (tmp_path / "rows").mkdir()
+    again = embed.run_embed(params, "minilm_pt", tmp_path / "rows", previous=tmp_path / "old")
+    assert (again["shards_copied"], again["reused"], again["embedded"]) == (0, 149, 31)
+    assert store_bytes(tmp_path / "rows") == new
+
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    df.iloc[1:].to_parquet(inputs)  # the first row removed: every row reused, each one row up
+    (tmp_path / "shifted").mkdir()
+    got = embed.run_embed(params, "minilm_pt", tmp_path / "shifted", previous=tmp_path / "new")
+    assert (got["shards_copied"], got["reused"], got["embedded"]) == (0, 179, 0)
+    assert np.array_equal(read_vectors(tmp_path / "shifted"), read_vectors(tmp_path / "new")[1:])
+
+
 def test_ranks_get_disjoint_round_robin_shares_of_the_pending_shards():
     pending = [3, 4, 5, 6, 7, 8, 9]
     parts = [assign(pending, r, 3) for r in range(3)]
