@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -33,6 +34,11 @@ def run_stage(name: str, body: Callable[[argparse.Namespace], str], parser: argp
         print(f"error: {name}: {e}", file=sys.stderr)
         sys.exit(2)
     log.info("%s done in %.1fs: %s", name, time.perf_counter() - t0, summary)
+    # All that is left is the interpreter's shutdown, whose garbage collections walk every object the imports
+    # made (about 490k after torch + transformers): 1.1-1.4 s of an embed stage's exit, 0.3 s of head's
+    # (benchmarks/RESULTS.md, "Exit"). Frozen objects are not walked. Nothing unwritten is left to a collection:
+    # the outputs are written, closed and renamed into place above, and logging flushes in its atexit hook.
+    gc.freeze()
 
 
 def artifact_stage(name: str, ids: list[str], doc: str, out_for, run) -> None:

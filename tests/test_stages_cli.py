@@ -33,6 +33,19 @@ def test_unknown_stage_id_names_allowed_values(tmp_path):
     assert "sources.bert_ft: not in params.yaml; allowed: ['minilm_ft', 'minilm_pt']" in r.stderr
 
 
+def test_a_finished_stage_freezes_its_objects_before_the_interpreter_shuts_down(tmp_path):
+    """The shutdown's garbage collections then skip what the imports made (benchmarks/exit.py: 1.2 s of an
+    embed stage's exit); the stage's outputs are all written by then."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    code = ("import atexit, gc, runpy, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count(), "
+            "file=sys.stderr)); sys.argv = ['stages.check']; runpy.run_module('stages.check', run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "artifacts/names/sources.json").is_file()
+    assert int(r.stderr.split("frozen ")[-1].split()[0]) > 10_000  # check alone: about 28k objects
+
+
 def test_bad_data_file_exit_2(tmp_path):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"].update(source="file", path="missing.csv")
