@@ -1,12 +1,13 @@
-"""What a stage's interpreter shutdown costs, with and without `gc.freeze()` after the stage's work.
+"""What a stage's interpreter shutdown costs, with and without pipeline/cli.py's `gc.freeze()` calls.
 
     python benchmarks/exit.py [--repeats 3] [--stages "embed minilm_pt" "head svm" evaluate check]
 
 In a scratch copy of this checkout (pipeline/, stages/, params.yaml and artifacts/, which `dvc status` must
 show up to date), each stage's command runs in a fresh interpreter through a wrapper that notes the time
 `run_stage` returns (the stage's outputs written and renamed into place); the process's end is timed from the
-outside, so exit = end - return. `freeze`: the stages as they are (pipeline/cli.py freezes the objects the
-imports made before shutdown); `baseline`: the same, with `gc.freeze` replaced by a no-op in that process.
+outside, so exit = end - return. `freeze`: the stages as they are (`run_stage` freezes the objects the imports
+made before the work, and every object before shutdown); `baseline`: the same, with `gc.freeze` replaced by a
+no-op in that process.
 The two take turns, `--repeats` times each; reported: the median exit and the median wall of each, per stage.
 A head stage's fits are removed from the copy's .cache/heads before each run, so that it fits again.
 """
