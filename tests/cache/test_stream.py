@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ import yaml
 
 from pipeline import PipelineError
 from pipeline.cache.store import read_embeddings, write_embeddings
-from pipeline.cache.stream import ShardWriter, assign, partial_folder, read_progress, shared_writer
+from pipeline.cache.stream import ShardWriter, assign, partial_folder, partial_name, read_progress, shared_writer
 from tests.conftest import ROOT
 
 
@@ -54,6 +55,17 @@ def test_a_store_is_one_file_per_shard_and_a_killed_write_resumes_from_its_last_
     other = partial_folder(tmp_path / "final", "k", index["input_hash"][:-1], 32, 8, "float32")
     assert other != stale  # other inputs: another partial, and the stale one is deleted, never resumed
     assert ShardWriter(other, 99, "float32", 32, 8).pending() == [0, 1, 2, 3] and not stale.exists()
+
+
+def test_a_partial_is_named_alike_from_arrow_strings_and_from_python_ones():
+    """The Arrow path hashes the joined buffers; it must give the name the plain loop over strings gives."""
+    import pyarrow as pa
+
+    hashes = [f"{i:064x}" for i in range(70_000)] + ["", "é"]  # two batches; an empty and a non-ASCII string
+    name = lambda values: partial_name(Path("a/b"), "k", values, 16, 8, "float32")  # noqa: E731
+    assert name(pa.array(hashes)) == name(hashes)
+    assert name(pa.chunked_array([pa.array(hashes[:5]), pa.array(hashes[5:])]).cast(pa.large_string())) == name(hashes)
+    assert name(pa.array(hashes).slice(3)) == name(hashes[3:]) != name(hashes)
 
 
 def small_corpus(folder, params: dict, n: int) -> None:
