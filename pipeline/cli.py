@@ -24,13 +24,15 @@ def setup_logging() -> None:
 
 
 def run_stage(name: str, body: Callable[[argparse.Namespace], str], parser: argparse.ArgumentParser) -> None:
-    """Parse args, run `body`, log one summary line with its wall time; PipelineError -> exit 2."""
+    """Parse args, run `body`, log one summary line with its wall time; PipelineError -> exit 2. The objects
+    that exist before `body` and after it are frozen (gc.freeze: never walked by a garbage collection again),
+    so `body` must close and flush everything it writes, never leaving that to a finalizer."""
     setup_logging()
     args = parser.parse_args()
     # The objects the imports made so far (torch's, the stage's modules') live until the process ends: frozen,
     # the garbage collections during the work do not walk them again (an embed stage's later imports of
     # transformers' model classes triggered three full ones of 0.13-0.25 s each).
-    gc.freeze()
+    gc.freeze()  # before the work
     t0 = time.perf_counter()
     try:
         summary = body(args)
@@ -39,10 +41,10 @@ def run_stage(name: str, body: Callable[[argparse.Namespace], str], parser: argp
         sys.exit(2)
     log.info("%s done in %.1fs: %s", name, time.perf_counter() - t0, summary)
     # All that is left is the interpreter's shutdown, whose garbage collections walk every object the stage
-    # made (about 490k after torch + transformers): 1.1-1.4 s of an embed stage's exit, 0.3 s of head's
-    # (benchmarks/RESULTS.md, "Exit"). Frozen objects are not walked. Nothing unwritten is left to a collection:
-    # the outputs are written, closed and renamed into place above, and logging flushes in its atexit hook.
-    gc.freeze()
+    # made (about 490k after torch + transformers): 1.3 s of an embed stage's exit, 0.4 s of head's
+    # (benchmarks/RESULTS.md, "Exit"). Frozen objects are not walked, nor ever collected: nothing unwritten
+    # may be left to a collection (the docstring's contract; logging flushes in its atexit hook).
+    gc.freeze()  # before the shutdown
 
 
 def artifact_stage(name: str, ids: list[str], doc: str, out_for, run) -> None:

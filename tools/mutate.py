@@ -47,6 +47,7 @@ class Mutation:
 FEATURES = "tests/train/test_features_active.py"
 INCREMENTAL = "tests/e2e/test_incremental.py"
 STREAM = "tests/cache/test_stream.py"
+CLI = "tests/test_stages_cli.py"
 HEADS = "tests/heads/test_heads.py"
 PREPARE = "tests/data/test_prepare_stream.py"
 RANKS = f"{STREAM}::test_two_torchrun_ranks_split_the_shards_and_write_the_store_one_process_writes"
@@ -200,13 +201,19 @@ MUTATIONS = [
              " or not np.array_equal(old_rows, np.arange(lo, hi)):", ":",
              (f"{STREAM}::test_rows_appended_rewrite_only_their_shards_the_others_are_the_old_files",),
              "a shard whose rows moved is copied from the old store's same position (other rows' vectors)"),
-    Mutation("stage-exit-without-freeze", "pipeline/cli.py", "    gc.freeze()\n", "\n",
-             ("tests/test_stages_cli.py::test_a_finished_stage_freezes_its_objects_before_the_interpreter_shuts_down",),
-             "every stage's shutdown walks every object its imports made (1.2 s of an embed stage's exit)"),
+    Mutation("stage-exit-without-freeze", "pipeline/cli.py", "    gc.freeze()  # before the shutdown\n", "\n",
+             (f"{CLI}::test_a_stage_freezes_its_objects_before_its_work_and_before_the_interpreter_shuts_down",),
+             "every stage's shutdown walks every object its imports made (1.3 s of an embed stage's exit)"),
+    Mutation("stage-work-without-freeze", "pipeline/cli.py", "    gc.freeze()  # before the work\n", "\n",
+             (f"{CLI}::test_a_stage_freezes_its_objects_before_its_work_and_before_the_interpreter_shuts_down",),
+             "the full collections during a stage's work walk every import-time object again"),
     Mutation("partial-name-skips-a-hash", "pipeline/cache/stream.py",
              "memoryview(c.buffers()[2])[off[0]:off[-1]]", "memoryview(c.buffers()[2])[off[1]:off[-1]]",
              (f"{STREAM}::test_a_partial_is_named_alike_from_arrow_strings_and_from_python_ones",),
              "the partial's name leaves out each batch's first input hash (a partial for other inputs resumed)"),
+    Mutation("reuse-takes-first-duplicate", "pipeline/cache/store.py", "        out[same] = same\n", "\n",
+             (f"{STREAM}::test_rows_appended_rewrite_only_their_shards_the_others_are_the_old_files",),
+             "an unmoved row whose text repeats an earlier one takes that row's vector: its shard is re-encoded"),
     Mutation("input-rows-whole-groups", "pipeline/data/inputs.py",
              "parts.append(self._group(g).slice(a, b - a))", "parts.append(self._group(g))",
              ("tests/data/test_inputs.py::test_input_rows_read_any_row_range_from_the_row_groups_that_hold_it",),

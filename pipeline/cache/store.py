@@ -152,7 +152,8 @@ def read_features(folders: list[str | Path], labels: pd.DataFrame | None = None,
 def reusable(folder: str | Path, key: dict) -> tuple[object, Callable] | None:
     """The vectors of a previous store in `folder` that a rerun may reuse: -> (the Zarr array, opened read-only,
     not loaded: `copy_rows` reads the rows a shard needs; `rows_of(input hashes)` -> float64 row of each in
-    that store, NaN where it has none), or None (logged) when there is no store, or it was made with another
+    that store, NaN where it has none: the row at the same position where its hash is the same there, else the
+    first row with that hash), or None (logged) when there is no store, or it was made with another
     key (a stale or foreign store is never reused: every row is embedded again). The lookup runs in Arrow
     (`pyarrow.compute.index_in`): no Python object per row, at 10M rows as at 10k."""
     folder = Path(folder)
@@ -183,15 +184,23 @@ def reusable(folder: str | Path, key: dict) -> tuple[object, Callable] | None:
         return None
     hashes = index["input_hash"].combine_chunks().cast(pa.large_string())
     stored = index["row"].to_numpy()
+    in_order = np.array_equal(stored, np.arange(len(stored)))  # write_index's order: index row i is store row i
+    by_row = hashes if in_order else hashes.take(pa.array(np.argsort(stored, kind="stable")))
 
     def rows_of(wanted) -> np.ndarray:
         wanted = wanted if isinstance(wanted, (pa.Array, pa.ChunkedArray)) else pa.array(wanted)
+        wanted = wanted.cast(pa.large_string())
         # index_in: the position of each wanted hash's first occurrence in the old index, null where absent
-        at = pc.index_in(wanted.cast(pa.large_string()), value_set=hashes)
+        at = pc.index_in(wanted, value_set=hashes)
         pos = at.to_numpy(zero_copy_only=False)  # nulls -> NaN (float)
         out = np.full(len(pos), np.nan)
         ok = ~np.isnan(pos)
         out[ok] = stored[pos[ok].astype(np.int64)]
+        # a row whose hash is the old store's at its own position keeps that row, not the first occurrence of a
+        # duplicate text elsewhere: unmoved rows keep their own bits, and their shard can be the old file
+        m = min(len(wanted), len(by_row))
+        same = np.flatnonzero(pc.equal(wanted.slice(0, m), by_row.slice(0, m)).to_numpy(zero_copy_only=False))
+        out[same] = same
         return out
     return X, rows_of
 

@@ -2,9 +2,10 @@
 
 Rows are cut into shards of `shard_rows` in input order. Each shard is computed on its own (its reused rows
 copied from the previous store, its other rows embedded in length-sorted batches of that shard alone) and
-written at once as one Zarr v3 shard file holding `chunk_rows`-row chunks: no (N, D) matrix is ever in memory,
-and 1M rows at the default 65,536 rows a shard are 16 shard files, not 245 chunk files (DVC hashes every
-file of an output, and slows down badly on many small ones).
+written at once as one Zarr v3 shard file holding `chunk_rows`-row chunks, or, when it holds the old store's
+rows at the same positions, is the old shard's file, copied (`ShardWriter.carry`): no (N, D) matrix is ever
+in memory, and 1M rows at the default 65,536 rows a shard are 16 shard files, not 245 chunk files (DVC
+hashes every file of an output, and slows down badly on many small ones).
 
 Resume: the store grows in a partial folder under artifacts/.tmp named by `partial_name` (the cache key,
 the input hashes in order and the shard layout), with `progress-<rank>.json` listing the shards written in full.
@@ -163,9 +164,9 @@ class ShardWriter:
         if mine != theirs or old.shards != self.arr.shards or not src.is_file():  # absent: all fill values
             return False
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp = self.folder / f".carry-{s}-rank{self.rank}.tmp"  # outside vectors.zarr: a kill leaves nothing in it
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)  # a kill leaves no half-copied shard file under the shard's name
+        os.replace(tmp, dst)
         self._mark_done(s)
         return True
 

@@ -60,13 +60,13 @@ def _members(head) -> list:
 
 
 def _portable(model):
-    """`model` as pickled. A sklearnex SVC/SVR keeps its support vectors twice: as `support_vectors_` and inside
-    the oneDAL model object that its fit returned, which pickles to as many bytes again (the default both-svm:
-    25.0 MB, 12.4 MB without it). oneDAL rebuilds that object from support_vectors_, dual_coef_ and intercept_
-    on the first predict (onedal/svm/svm.py, `_infer`), with identical scores, so a copy without it is stored:
-    half the bytes written, hashed and copied into .cache/heads and DVC's cache on every C tried. Not for a
-    multi-class SVC: the object rebuilt from those arrays scores as a binary one (a k-class decision function
-    with one column), so it is kept (tests/heads/test_head_store.py)."""
+    """`model` as pickled. A sklearnex SVC/SVR keeps its support vectors twice: as `support_vectors_` and inside the
+    oneDAL model object that its fit returned, which pickles to as many bytes again (the default both-svm at
+    C=2: 25.0 MB, 12.5 MB without it). oneDAL rebuilds that object from support_vectors_, dual_coef_ and
+    intercept_ on the first predict (onedal/svm/svm.py, `_infer`), with identical scores, so a copy without it
+    is stored: half the bytes written, hashed and copied into .cache/heads and DVC's cache on every C tried. Not
+    for a multi-class SVC: the object rebuilt from those arrays scores as a binary one (a k-class decision
+    function with one column), so it is kept (tests/heads/test_head_store.py)."""
     inner = getattr(model, "_onedal_estimator", None)
     svm = hasattr(inner, "support_vectors_")  # oneDAL's other models (Ridge's) are not rebuilt this way
     if not svm or inner._onedal_model is None or len(getattr(model, "classes_", ())) > 2:
@@ -82,8 +82,8 @@ def save_head(head, folder: str | Path) -> None:
     folder = Path(folder)
     members = _members(head)
     mlp = members[0].cfg.kind == "mlp"
-    payload = [{"mean": h.mean, "std": h.std, "models": [] if mlp else [_portable(m) for m in h.models], "calibrators": h.calibrators}
-               for h in members]
+    payload = [{"mean": h.mean, "std": h.std, "models": [] if mlp else [_portable(m) for m in h.models],
+                "calibrators": h.calibrators} for h in members]
     (folder / ESTIMATORS).write_bytes(pickle.dumps(payload, protocol=5))
     files = [ESTIMATORS]
     if mlp:

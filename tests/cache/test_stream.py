@@ -136,18 +136,25 @@ def test_rows_appended_rewrite_only_their_shards_the_others_are_the_old_files(tm
     """150 rows (10 shards of 16, the last holding 6), then 30 appended and one text changed: the full shards
     that hold the same rows in the same order are the old store's files, copied; the one with the changed row,
     the old last shard (now full) and the new ones are written. The store equals the one rows copied one by
-    one give, bit for bit. Rows that moved (one removed before them) are never a copied shard."""
+    one give, bit for bit. A duplicate text does not stop its shard from being copied; rows that moved (one
+    removed before them) are never a copied shard."""
     import pipeline.cache.embed as embed
     from pipeline.params import Params
 
     monkeypatch.chdir(tmp_path)
-    small_corpus(tmp_path, tiny_params, 150)
+    inputs = tmp_path / "artifacts/inputs/inputs.parquet"
+
+    def corpus(n: int) -> pd.DataFrame:  # row 20 (shard 1) repeats row 3's text: a duplicate in another shard
+        small_corpus(tmp_path, tiny_params, n)
+        df = pd.read_parquet(inputs)
+        df.loc[20, ["text", "input_hash"]] = df.loc[3, ["text", "input_hash"]].to_list()
+        df.to_parquet(inputs)
+        return df
+    corpus(150)
     params = Params.model_validate(tiny_params)
     (tmp_path / "old").mkdir()
     embed.run_embed(params, "minilm_pt", tmp_path / "old")
-    small_corpus(tmp_path, tiny_params, 180)
-    inputs = tmp_path / "artifacts/inputs/inputs.parquet"
-    df = pd.read_parquet(inputs)
+    df = corpus(180)
     df.loc[40, ["text", "input_hash"]] = ["a changed review", "h40-changed"]  # shard 2
     df.to_parquet(inputs)
     (tmp_path / "new").mkdir()
