@@ -11,7 +11,8 @@ At N = --extras-at (100k by default) also:
 - kill-resume: the same embed from scratch, SIGKILLed once its first shard is recorded, then rerun: the log's
           "resuming ... from shard" line, and the store against the uninterrupted one (bit for bit);
 - incremental: 1% new rows appended, prepare and embed rerun on the full store: embed wall and its ratio to
-          the full pass, and how many shards were the old store's files, copied (`--skip-resume`: this one only).
+          the full pass, and how many shards were the old store's files, copied (`--skip-resume`: this one only;
+          `--repeat F`: that fraction of rows repeat an earlier row's text, as real corpora do).
 `--prepare 100000 1000000 [--code TREE]`: the prepare stage alone (a labeled corpus with 1% copied texts): wall
 time and peak RSS, of this checkout or of another commit's worktree TREE.
 `--heads 5000 10000 20000`: the SVM head's fit, exact kernel SVC vs Nystroem + linear SVM (`max_kernel_rows`).
@@ -72,8 +73,9 @@ def make_model(out: Path) -> Path:
     return out
 
 
-def corpus(n: int, start: int = 0, seed: int = 0):
-    """n texts of 8-16 words from the tokenizer's alphabetic whole words, random labels; ids s<start + i>."""
+def corpus(n: int, start: int = 0, seed: int = 0, repeat: float = 0.0):
+    """n texts of 8-16 words from the tokenizer's alphabetic whole words, random labels; ids s<start + i>.
+    `repeat`: the fraction of rows whose text is a copy of an earlier row's (the default reviews: 0.44%)."""
     import pandas as pd
     from transformers import AutoTokenizer
 
@@ -85,6 +87,9 @@ def corpus(n: int, start: int = 0, seed: int = 0):
     picks, lengths = rng.integers(0, len(vocab), (n, 16)), rng.integers(8, 17, n)
     texts = [" ".join(vocab[j] for j in row[:k]) for row, k in zip(picks, lengths)]
     labels = np.where(rng.random(n) < 0.5, "pos", "neg")  # drawn after the texts: those stay as before
+    if repeat:  # drawn last, so the other rows stay as they are without repeats
+        for i in np.flatnonzero(rng.random(n) < repeat)[1:]:
+            texts[i] = texts[rng.integers(0, i)]
     return pd.DataFrame({"id": [f"s{start + i}" for i in range(n)], "text": texts, "label": labels})
 
 
@@ -157,12 +162,12 @@ def read_vectors(folder: Path) -> np.ndarray:
     return zarr.open_array(str(folder / "vectors.zarr"), mode="r")[:]
 
 
-def measure(work: Path, n: int, model: Path, extras: str | bool, shard_rows: int) -> dict:
+def measure(work: Path, n: int, model: Path, extras: str | bool, shard_rows: int, repeat: float = 0.0) -> dict:
     """Every step at one N (see the module docstring) -> a row of the results table. `extras`: False, "all"
     (kill-resume and incremental) or "incremental"."""
     shutil.rmtree(work, ignore_errors=True)
     setup(work, model, shard_rows)
-    corpus(n).to_parquet(work / "corpus.parquet")
+    corpus(n, repeat=repeat).to_parquet(work / "corpus.parquet")
     row = {"n": n}
     base = checked(run(work, ["-c", MODEL_STEP]), "model")
     inputs = checked(run(work, ["-m", "stages.prepare"]), "inputs")
@@ -180,7 +185,7 @@ def measure(work: Path, n: int, model: Path, extras: str | bool, shard_rows: int
     shutil.rmtree(work / STORE, ignore_errors=True)
     shutil.move(work / "uninterrupted", work / STORE)
     import pandas as pd
-    pd.concat([pd.read_parquet(work / "corpus.parquet"), corpus(n // 100, start=n)]).to_parquet(
+    pd.concat([pd.read_parquet(work / "corpus.parquet"), corpus(n // 100, start=n, repeat=repeat)]).to_parquet(
         work / "corpus.parquet")
     more = checked(run(work, ["-m", "stages.prepare"]), "inputs +1%")
     inc = checked(embed(work), "incremental embed")
@@ -372,6 +377,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/svmft-scale"))
     ap.add_argument("--extras-at", type=int, default=100_000, help="N for kill-resume and incremental")
     ap.add_argument("--skip-resume", action="store_true", help="at --extras-at, the incremental run only")
+    ap.add_argument("--repeat", type=float, default=0.0, help="fraction of rows repeating an earlier row's text")
     ap.add_argument("--shard-rows", type=int, default=65536, help="embed.shard_rows (default: params.py's)")
     ap.add_argument("--heads", type=int, nargs="*", help="instead: the SVM head's fit time at these train rows")
     ap.add_argument("--head-memory", type=int, nargs="*",
@@ -390,7 +396,8 @@ def main() -> None:
     if args.ranks:
         return ranks(args.work / f"ranks-n{args.sizes[0]}", args.sizes[0], model, args.shard_rows, args.ranks)
     extras = lambda n: n == args.extras_at and ("incremental" if args.skip_resume else "all")  # noqa: E731
-    rows = [measure(args.work / f"n{n}", n, model, extras(n), args.shard_rows) for n in args.sizes]
+    rows = [measure(args.work / f"n{n}", n, model, extras(n), args.shard_rows, args.repeat)
+            for n in args.sizes]
     print(json.dumps(rows, indent=1))
     print("\n| N | prepare s | prepare rows/s | prepare peak RSS MB | embed s | embed rows/s | embed peak RSS MB "
           "(model alone) | store files (shards) |")

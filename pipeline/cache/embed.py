@@ -191,8 +191,8 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
         return {**stats, "shards": len(mine), "note": "rank 0 writes the store"}
     embedded, reused, copied = (sum(r[k] for r in per_rank) for k in ("embedded", "reused", "copied"))
     seconds = max(r["seconds"] for r in per_rank)  # the ranks run side by side
-    log.info("embed %s: %d rows reused from the previous store (%d of %d shards copied as files), %d embedded, "
-             "%d resumed from a killed run (key %s)", source, reused, copied, writer.n_shards, embedded, resumed,
+    log.info("embed %s: %d rows reused from the previous store, %d embedded, %d resumed from a killed run (%d of "
+             "%d shards copied as files; key %s)", source, reused, embedded, resumed, copied, writer.n_shards,
              key["key"])
     dim = writer.arr.shape[1] if writer.arr is not None else dim or 0  # all shards resumed: the partial's D
     # a rank reaches gather only once every shard of its own is written and recorded (an error stops it first)
