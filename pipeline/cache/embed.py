@@ -162,7 +162,7 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     for s in mine:
         lo, hi = writer.rows(s)
         h = have[lo:hi]
-        if h.all() and writer.carry(s, old[0], Path(final) / "vectors.zarr", rows[lo:hi]):
+        if h.all() and writer.carry(s, old[0], final / "vectors.zarr", rows[lo:hi]):
             reused, copied = reused + hi - lo, copied + 1  # the old shard's file, as it was
             continue
         todo = np.flatnonzero(~h)
