@@ -129,8 +129,7 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     src = params.sources[source]
     cfg = params.backbones[src.backbone]
     e = params.embed
-    inputs = InputRows(inputs_dir)  # ids and hashes whole (Arrow), model inputs read shard by shard
-    hashes = inputs.keys["input_hash"]
+    inputs = InputRows(inputs_dir)  # read shard by shard: inputs, ids and hashes
     encoder = source_encoder(params, source)
     # a rank done with its shards waits for the slowest (up to a shard's work; all of it for a rank with no
     # shard): longer than torch's default timeouts on a slow device. A failed rank is stopped by the launcher.
@@ -147,22 +146,22 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
                    "export_seconds": time.perf_counter() - t0}
     key = cache_key(params, source, encoder, device)
     final = paths.embeddings(source) if previous is None else Path(previous)
-    old = reusable(final, key)
-    rows = old[1](hashes) if old else np.full(inputs.n, np.nan)
-    have = ~np.isnan(rows)
+    old = reusable(final, key)  # the old store's hashes as a compact lookup (HashRows), not its index
     dim = old[0].shape[1] if old else None
 
     def first_dim() -> int:  # several ranks: the array exists before any rank writes
         return dim or embed_frame(encoder, inputs.items(0, 1), e, device).shape[1]
 
-    part = partial_folder(final, key["key"], hashes, e.shard_rows, e.chunk_rows, e.dtype)
+    part = partial_folder(final, key["key"], (b.column(0) for b in inputs.batches(["input_hash"])), e.shard_rows,
+                          e.chunk_rows, e.dtype, n=inputs.n)
     writer, mine = shared_writer(part, inputs.n, e.dtype, e.shard_rows, e.chunk_rows, rank, world, first_dim, barrier)
     seconds, embedded, reused, copied = 0.0, 0, 0, 0
     resumed = sum(hi - lo for lo, hi in map(writer.rows, writer.done))
     for s in mine:
         lo, hi = writer.rows(s)
-        h = have[lo:hi]
-        if h.all() and writer.carry(s, old[0], final / "vectors.zarr", rows[lo:hi]):
+        rows = old[1](inputs.keys(lo, hi, ("input_hash",)).column(0), lo) if old else np.full(hi - lo, np.nan)
+        h = ~np.isnan(rows)
+        if h.all() and writer.carry(s, old[0], final / "vectors.zarr", rows):
             reused, copied = reused + hi - lo, copied + 1  # the old shard's file, as it was
             continue
         todo = np.flatnonzero(~h)
@@ -175,7 +174,7 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
             block[todo] = X_new
         if h.any():
             block = np.empty((hi - lo, old[0].shape[1]), dtype=e.dtype) if block is None else block
-            block[h] = copy_rows(old[0], rows[lo:hi][h].astype(np.int64))
+            block[h] = copy_rows(old[0], rows[h].astype(np.int64))
         dim = block.shape[1]
         writer.write(s, block)
         embedded, reused = embedded + len(todo), reused + int(h.sum())
@@ -197,7 +196,7 @@ def run_embed(params: Params, source: str, out: Path, inputs_dir: Path = paths.I
     dim = writer.arr.shape[1] if writer.arr is not None else dim or 0  # all shards resumed: the partial's D
     # a rank reaches gather only once every shard of its own is written and recorded (an error stops it first)
     writer.finish(out, dim, reported={s for r in per_rank for s in r["shards"]})
-    write_index(out, inputs.keys, key=key)
+    write_index(out, inputs.batches(), key=key)  # a row group at a time
     summary = {"rows": inputs.n, "dim": int(dim), "embedded": embedded, "reused": reused,
                "resumed": int(resumed), "shards": writer.n_shards, "shards_copied": copied, "seconds": seconds,
                "samples_per_s": embedded / seconds if embedded else 0.0, "device": str(device),

@@ -51,18 +51,24 @@ def write_embeddings(folder: str | Path, X: np.ndarray, index: pd.DataFrame, dty
 
 
 def write_index(folder: str | Path, index, key: dict | None = None) -> None:
-    """index (N rows with id, input_hash, in the store's row order: a pandas frame or a pyarrow Table) ->
-    index.parquet with the row number; `key` -> key.json. Written through Arrow: no Python object per value."""
+    """index (id, input_hash of every row, in the store's row order: a pandas frame, a pyarrow Table, or an
+    iterable of Tables, one after another, which the embed stage passes a row group at a time) ->
+    index.parquet with the row number, one Parquet row group per Table; `key` -> key.json. Written through
+    Arrow: no Python object per value, and with batches no more than one batch in memory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     def strings(col):  # pandas 3 writes its str columns as large_string: one type whatever came in
         return (col if isinstance(col, (pa.Array, pa.ChunkedArray)) else pa.array(col)).cast(pa.large_string())
     folder = Path(folder)
-    n = index.num_rows if isinstance(index, pa.Table) else len(index)
-    table = pa.table({"id": strings(index["id"]), "row": pa.array(np.arange(n, dtype=np.int64)),
-                      "input_hash": strings(index["input_hash"])})
-    pq.write_table(table, folder / "index.parquet")
+    schema = pa.schema([("id", pa.large_string()), ("row", pa.int64()), ("input_hash", pa.large_string())])
+    start = 0
+    with pq.ParquetWriter(folder / "index.parquet", schema) as w:
+        for part in [index] if isinstance(index, (pa.Table, pd.DataFrame)) else index:
+            n = part.num_rows if isinstance(part, pa.Table) else len(part)
+            w.write_table(pa.table({"id": strings(part["id"]), "row": pa.array(np.arange(start, start + n,
+                                    dtype=np.int64)), "input_hash": strings(part["input_hash"])}, schema=schema))
+            start += n
     if key is not None:
         write_json(folder / "key.json", key)
 
@@ -151,11 +157,10 @@ def read_features(folders: list[str | Path], labels: pd.DataFrame | None = None,
 
 def reusable(folder: str | Path, key: dict) -> tuple[object, Callable] | None:
     """The vectors of a previous store in `folder` that a rerun may reuse: -> (the Zarr array, opened read-only,
-    not loaded: `copy_rows` reads the rows a shard needs; `rows_of(input hashes)` -> float64 row of each in
-    that store, NaN where it has none: the row at the same position where its hash is the same there, else the
-    first row with that hash), or None (logged) when there is no store, or it was made with another
-    key (a stale or foreign store is never reused: every row is embedded again). The lookup runs in Arrow
-    (`pyarrow.compute.index_in`): no Python object per row, at 10M rows as at 10k."""
+    not loaded: `copy_rows` reads the rows a shard needs; `rows_of(input hashes, start)` -> float64 row of each
+    in that store, NaN where it has none: the row at the same position (`start` + i) where its hash is the same
+    there, else the first row with that hash; `HashRows`), or None (logged) when there is no store, or it was
+    made with another key (a stale or foreign store is never reused: every row is embedded again)."""
     folder = Path(folder)
     if not (folder / "key.json").is_file():
         if folder.exists():
@@ -171,38 +176,137 @@ def reusable(folder: str | Path, key: dict) -> tuple[object, Callable] | None:
     try:
         import zarr
 
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
         X = zarr.open_array(str(folder / "vectors.zarr"), mode="r")
-        index = pq.read_table(folder / "index.parquet", columns=["row", "input_hash"])
-        if index.num_rows != X.shape[0]:
-            raise PipelineError(f"index has {index.num_rows} rows for {X.shape[0]} vectors")
+        lookup = HashRows.of_index(folder / "index.parquet")
+        if lookup.n != X.shape[0]:
+            raise PipelineError(f"index has {lookup.n} rows for {X.shape[0]} vectors")
     except Exception as e:  # noqa: BLE001 - a broken previous store only costs a full embed
         log.warning("%s: cannot reuse the previous store (%s): embedding every row", folder, e)
         return None
-    hashes = index["input_hash"].combine_chunks().cast(pa.large_string())
-    stored = index["row"].to_numpy()
-    in_order = np.array_equal(stored, np.arange(len(stored)))  # write_index's order: index row i is store row i
-    by_row = hashes if in_order else hashes.take(pa.array(np.argsort(stored, kind="stable")))
+    return X, lookup.rows_of
 
-    def rows_of(wanted) -> np.ndarray:
-        wanted = wanted if isinstance(wanted, (pa.Array, pa.ChunkedArray)) else pa.array(wanted)
-        wanted = wanted.cast(pa.large_string())
-        # index_in: the position of each wanted hash's first occurrence in the old index, null where absent
-        at = pc.index_in(wanted, value_set=hashes)
-        pos = at.to_numpy(zero_copy_only=False)  # nulls -> NaN (float)
-        out = np.full(len(pos), np.nan)
-        ok = ~np.isnan(pos)
-        out[ok] = stored[pos[ok].astype(np.int64)]
-        # a row whose hash is the old store's at its own position keeps that row, not the first occurrence of a
-        # duplicate text elsewhere: unmoved rows keep their own bits, and their shard can be the old file
-        m = min(len(wanted), len(by_row))
-        same = np.flatnonzero(pc.equal(wanted.slice(0, m), by_row.slice(0, m)).to_numpy(zero_copy_only=False))
-        out[same] = same
+
+def _strings(values):
+    import pyarrow as pa
+
+    values = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, pa.large_string())
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return values.cast(pa.large_binary())
+
+
+INDEX_BATCH = 65536  # rows of index.parquet decoded at a time by HashRows.of_index
+_HEX = np.full(256, 255, np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
+def _hex_width(values) -> int:
+    """The length L when every value (Arrow large_binary) is L bytes long, 0 < L <= 32, else 0 (whether they are
+    hex digits is `_keys128`'s check)."""
+    off = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + len(values) + 1]
+    lens = np.diff(off)
+    if not len(values) or values.null_count or lens[0] < 1 or lens[0] > 32 or (lens != lens[0]).any():
+        return 0
+    return int(lens[0])
+
+
+def _keys128(values, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Input hashes (Arrow large_binary) -> (hi, lo) uint64 and a mask of the values that have a key: with
+    `width` L > 0, the hex digits of each L-digit lowercase hex value, left-aligned in 128 bits (exact: the
+    prepare stage's hashes are 32 hex digits for texts, 16 for images), other values none; with 0, the first 128
+    bits of each value's sha256 (any strings: one Python call per value)."""
+    n = len(values)
+    hi, lo, ok = np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.zeros(n, bool)
+    if not n:
+        return hi, lo, ok
+    if not width:
+        import hashlib
+
+        d = np.frombuffer(b"".join(hashlib.sha256(v or b"").digest()[:16] for v in values.to_pylist()),
+                          ">u8").reshape(n, 2)
+        return d[:, 0].astype(np.uint64), d[:, 1].astype(np.uint64), np.ones(n, bool)
+    off = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + n + 1]
+    lens = np.diff(off)
+    ok = lens == width
+    data = np.frombuffer(values.buffers()[2], np.uint8) if values.buffers()[2] else np.zeros(0, np.uint8)
+    if ok.all():  # the prepare stage's hashes: one row of `width` bytes each, a view of Arrow's buffer
+        digits = _HEX[data[off[0]:off[-1]].reshape(n, width)]
+    else:
+        digits = _HEX[data[off[:-1][ok][:, None] + np.arange(width)]]
+    good = (digits < 16).all(1)
+    ok[np.flatnonzero(ok)[~good]] = False
+    full = np.zeros((int(good.sum()), 32), np.uint8)
+    full[:, :width] = digits[good]
+    packed = np.ascontiguousarray((full[:, 0::2] << 4) | full[:, 1::2]).view(">u8")  # (rows, 2) big-endian
+    hi[ok], lo[ok] = packed[:, 0], packed[:, 1]
+    return hi, lo, ok
+
+
+class HashRows:
+    """A store's input hashes -> its rows, in memory as 128-bit keys sorted (16 bytes a row) with the row of each
+    and each row's place among them (4 bytes each below 2**31 rows): about 24 bytes a row, where the store's
+    hashes as Arrow strings with an Arrow hash table over them took about 170 (10M rows: 240 MB, not 1.7 GB),
+    and no Python object per row. Built from index.parquet a batch at a time (`of_index`)."""
+
+    def __init__(self, hi: np.ndarray, lo: np.ndarray, width: int):
+        self.n, self.width = len(hi), width
+        # by hi, then by row (stable): equal hashes keep the first row first; equal hi with another lo (never
+        # seen with 128-bit hashes) is stepped over in rows_of
+        order = np.argsort(hi, kind="stable")
+        itype = np.int32 if self.n < 2 ** 31 else np.int64
+        self.hi, self.lo, self.row = hi[order], lo[order], order.astype(itype)
+        self.place = np.empty(self.n, itype)
+        self.place[order] = np.arange(self.n, dtype=itype)
+
+    @classmethod
+    def of_index(cls, path: Path) -> "HashRows":
+        """index.parquet (row, input_hash) -> its lookup, read INDEX_BATCH rows at a time. The first batch
+        decides the keys: the hashes' hex digits when they are all hex of one length, else sha256 (read again
+        from the start in that mode if a later batch's hashes are not of the first's form)."""
+        import pyarrow.parquet as pq
+
+        f = pq.ParquetFile(path)
+        n = f.metadata.num_rows
+        width = None
+        for _attempt in range(2):
+            hi, lo, seen = np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.zeros(n, bool)
+            for b in f.iter_batches(batch_size=INDEX_BATCH, columns=["row", "input_hash"]):
+                v, r = _strings(b.column(1)), b.column(0).to_numpy()
+                width = _hex_width(v) if width is None else width
+                if len(r) and (r.min() < 0 or r.max() >= n):
+                    raise PipelineError(f"{path}: a row number outside 0..{n - 1}")
+                hi[r], lo[r], ok = _keys128(v, width)
+                if not ok.all():  # not all hex of the first batch's length: sha256 keys for every value
+                    width = 0
+                    break
+                seen[r] = True
+            else:
+                if not seen.all():
+                    raise PipelineError(f"{path}: {int((~seen).sum())} store rows have no index entry")
+                return cls(hi, lo, width or 0)
+        raise AssertionError("unreachable: the second pass hashes every value")
+
+    def rows_of(self, wanted, start: int = 0) -> np.ndarray:
+        """Input hashes of the rows at positions start, start + 1, ... -> float64 store row of each, NaN where
+        the store has none: the row at the same position when its hash is the same there (unmoved rows keep
+        their own bits, and their shard can be the old file), else the first row with that hash."""
+        hi, lo, ok = _keys128(_strings(wanted), self.width)
+        out = np.full(len(hi), np.nan)
+        at = np.arange(start, min(start + len(hi), self.n))  # first the same position: most rows of a rerun
+        if len(at):
+            m, p = len(at), self.place[at]
+            same = ok[:m] & (self.hi[p] == hi[:m]) & (self.lo[p] == lo[:m])
+            out[:m][same] = at[same]
+        todo = np.flatnonzero(ok & np.isnan(out))
+        pos = np.searchsorted(self.hi, hi[todo])
+        while len(todo):  # a run of equal hi: its first entry, unless only its lo differs (then the next)
+            inside = pos < self.n
+            todo, pos = todo[inside], pos[inside]
+            same_hi = self.hi[pos] == hi[todo]
+            todo, pos = todo[same_hi], pos[same_hi]
+            hit = self.lo[pos] == lo[todo]
+            out[todo[hit]] = self.row[pos[hit]]
+            todo, pos = todo[~hit], pos[~hit] + 1
         return out
-    return X, rows_of
 
 
 def copy_rows(X, rows: np.ndarray) -> np.ndarray:

@@ -59,12 +59,13 @@ def read_inputs(folder: str | Path) -> pd.DataFrame:
 
 
 class InputRows:
-    """inputs.parquet as the embed stage reads it, without the whole table in memory.
+    """inputs.parquet as the embed stage reads it, a row group at a time, never the whole table in memory.
 
-    `keys`: a pyarrow Table (id, input_hash) of every row, in order (Arrow strings: about 60 bytes a row, where
-    a pandas frame's `.to_numpy()` makes a Python object per value); `column`: the model's input column (text
-    or image); `n`: rows; `items(lo, hi)` -> the inputs of rows [lo, hi) as a pandas Series, decoded from the
-    row groups that hold them (the last group is kept: the stage reads its shards in ascending order).
+    `n`: rows; `column`: the model's input column (text or image); `items(lo, hi)` -> the inputs of rows
+    [lo, hi) as a pandas Series; `keys(lo, hi)` -> their (id, input_hash) as a pyarrow Table; `batches(columns)`
+    -> every row group's columns in order. Each is decoded from the row groups that hold the rows (the last
+    group read is kept per column set: the stage reads its shards in ascending order), so memory holds a group
+    (65,536 rows), not N rows of ids and hashes (about 60 bytes a row as Arrow strings).
     """
 
     def __init__(self, folder: str | Path):
@@ -75,25 +76,35 @@ class InputRows:
             raise PipelineError(f"{path}: not found (run the prepare stage first)")
         self.file = pq.ParquetFile(path)
         self.column = input_column(self.file.schema_arrow.names)
-        self.keys = self.file.read(columns=["id", "input_hash"])
-        self.n = self.keys.num_rows
         meta = self.file.metadata
+        self.n = meta.num_rows
         self.starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
-        self._last: tuple[int, object] | None = None
+        self._last: dict[tuple[str, ...], tuple[int, object]] = {}
 
-    def _group(self, g: int):
-        if self._last is None or self._last[0] != g:
-            self._last = (g, self.file.read_row_group(g, columns=[self.column]).column(0))
-        return self._last[1]
+    def _group(self, g: int, columns: tuple[str, ...]):
+        if columns not in self._last or self._last[columns][0] != g:
+            self._last[columns] = (g, self.file.read_row_group(g, columns=list(columns)))
+        return self._last[columns][1]
 
-    def items(self, lo: int, hi: int) -> pd.Series:
+    def _rows(self, lo: int, hi: int, columns: tuple[str, ...]):
         import pyarrow as pa
 
         parts, g = [], int(np.searchsorted(self.starts, lo, side="right")) - 1
         while lo < hi and g < len(self.starts) - 1 and self.starts[g] < hi:
             a, b = max(lo, self.starts[g]) - self.starts[g], min(hi, self.starts[g + 1]) - self.starts[g]
-            parts.append(self._group(g).slice(a, b - a))
+            parts.append(self._group(g, columns).slice(a, b - a))
             g += 1
-        values = pa.chunked_array([c for p in parts for c in p.chunks], type=self.file.schema_arrow.field(
-            self.column).type)
-        return values.to_pandas().reset_index(drop=True)
+        schema = pa.schema([self.file.schema_arrow.field(c) for c in columns])
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+    def items(self, lo: int, hi: int) -> pd.Series:
+        return self._rows(lo, hi, (self.column,)).column(0).to_pandas().reset_index(drop=True)
+
+    def keys(self, lo: int = 0, hi: int | None = None, columns: tuple[str, ...] = ("id", "input_hash")):
+        """`columns` (id, input_hash) of rows [lo, hi) (hi None: to the end) as a pyarrow Table."""
+        return self._rows(lo, self.n if hi is None else hi, tuple(columns))
+
+    def batches(self, columns=("id", "input_hash")):
+        """Every row group's `columns` (pyarrow Tables), in row order."""
+        for g in range(self.file.metadata.num_row_groups):
+            yield self.file.read_row_group(g, columns=list(columns))

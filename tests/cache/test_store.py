@@ -54,6 +54,47 @@ def test_a_duplicated_input_maps_to_its_first_row(tmp_path):
     assert reusable(tmp_path / "s", KEY)[1](["h", "g"]).tolist() == [0.0, 1.0]
 
 
+def first_rows(old: list[str], wanted: list[str], start: int) -> list[float]:
+    """The reference: the row at the same position when its hash is the same there, else the first row with
+    that hash, NaN for none."""
+    first: dict[str, int] = {}
+    for r, h in enumerate(old):
+        first.setdefault(h, r)
+    return [float(start + i) if start + i < len(old) and old[start + i] == h else float(first.get(h, np.nan))
+            for i, h in enumerate(wanted)]
+
+
+@pytest.mark.parametrize("kind", ["text", "image", "other", "mixed"])
+def test_the_hash_lookup_finds_what_a_dict_of_first_rows_finds(tmp_path, monkeypatch, kind):
+    """The previous store's lookup (HashRows: 128-bit keys, sorted) against a dict, for the prepare stage's
+    hashes (32 hex digits for texts, 16 for images), with duplicates, rows moved, hashes that share their
+    first 64 bits (one run of equal high bits to step through), hashes of another form (never found), strings
+    that are not hex (sha256 keys), and a store whose later batches are not hex like its first."""
+    from pipeline.cache import store as st
+
+    monkeypatch.setattr(st, "INDEX_BATCH", 40)  # the index decoded in several batches
+    rng = np.random.default_rng(0)
+    width = {"text": 32, "image": 16}.get(kind, 32)
+    pool = [rng.bytes(width // 2).hex() for _ in range(120)]
+    if kind != "image":
+        pool[:3] = ["0" * 16 + "a" * 16, "0" * 16 + "b" * 16, "0" * 16 + "c" * 16]  # equal high 64 bits
+    if kind == "other":
+        pool = [f"h{i}" for i in range(120)]
+    old = [pool[i] for i in rng.integers(0, 100, 150)] + pool[:3] + [pool[0]] * 4  # duplicates, a long run
+    if kind == "mixed":
+        old[-20:] = [f"not hex {i}" for i in range(20)]
+    X = np.arange(len(old), dtype=np.float32)[:, None]
+    write_embeddings(tmp_path / "s", X, pd.DataFrame({"id": [f"r{i}" for i in range(len(old))],
+                                                      "input_hash": old}), key=KEY)
+    rows_of = reusable(tmp_path / "s", KEY)[1]
+    moved = list(old)
+    rng.shuffle(moved[:60])
+    wanted = moved + pool[100:] + ["zz", "0" * 16 + "d" * 16, pool[2], pool[1], "ab" * 4, "", pool[0][:-1]]
+    for start, stop in [(0, len(wanted)), (0, 40), (37, 120), (150, len(wanted)), (len(wanted), len(wanted))]:
+        got = rows_of(wanted[start:stop], start)
+        assert np.array_equal(got, first_rows(old, wanted[start:stop], start), equal_nan=True), (kind, start)
+
+
 def test_features_are_read_a_shard_at_a_time_into_one_matrix(tmp_path, monkeypatch):
     """Two stores side by side (one float16) -> one float32 matrix equal to their hstack, and no read of a
     store returns more than one shard's rows: at 10M rows the head holds the matrix, not a copy per store."""

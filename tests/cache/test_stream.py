@@ -58,7 +58,8 @@ def test_a_store_is_one_file_per_shard_and_a_killed_write_resumes_from_its_last_
 
 
 def test_a_partial_is_named_alike_from_arrow_strings_and_from_python_ones():
-    """The Arrow path hashes the joined buffers; it must give the name the plain loop over strings gives."""
+    """The Arrow path hashes the joined buffers (of one array, or of several one after another); it must give
+    the name the plain loop over strings gives."""
     import pyarrow as pa
 
     hashes = [f"{i:064x}" for i in range(70_000)] + ["", "é"]  # two batches; an empty and a non-ASCII string
@@ -66,6 +67,8 @@ def test_a_partial_is_named_alike_from_arrow_strings_and_from_python_ones():
     assert name(pa.array(hashes)) == name(hashes)
     assert name(pa.chunked_array([pa.array(hashes[:5]), pa.array(hashes[5:])]).cast(pa.large_string())) == name(hashes)
     assert name(pa.array(hashes).slice(3)) == name(hashes[3:]) != name(hashes)
+    # the embed stage's form: inputs.parquet's row groups, one Arrow array after another
+    assert name(iter([pa.array(hashes[:65_536]), pa.array(hashes[65_536:])])) == name(hashes)
 
 
 def small_corpus(folder, params: dict, n: int) -> None:

@@ -46,8 +46,8 @@ def test_inputs_frame_hashes_the_text(tmp_path):
 
 
 def test_input_rows_read_any_row_range_from_the_row_groups_that_hold_it(tmp_path, monkeypatch):
-    """The embed stage reads ids and hashes whole (Arrow) and the texts shard by shard: every range, across
-    row-group boundaries, equals the frame's rows."""
+    """The embed stage reads the texts and the ids and hashes shard by shard: every range, across row-group
+    boundaries, equals the frame's rows."""
     import pyarrow as pa
 
     from pipeline.data import inputs
@@ -57,7 +57,9 @@ def test_input_rows_read_any_row_range_from_the_row_groups_that_hold_it(tmp_path
     write_inputs(tmp_path / "i", df)
     r = inputs.InputRows(tmp_path / "i")
     assert r.file.metadata.num_row_groups == 8 and r.n == 50 and r.column == "text"
-    assert isinstance(r.keys, pa.Table) and r.keys.column_names == ["id", "input_hash"]
-    assert r.keys["input_hash"].to_pylist() == inputs_frame(df)["input_hash"].tolist()
+    keys = r.keys()
+    assert isinstance(keys, pa.Table) and keys.column_names == ["id", "input_hash"]
+    assert keys["input_hash"].to_pylist() == inputs_frame(df)["input_hash"].tolist()
+    assert pa.concat_tables(r.batches()).equals(keys) and r.keys(13, 29).equals(keys.slice(13, 16))
     for lo, hi in [(0, 50), (0, 7), (6, 8), (13, 29), (49, 50), (20, 20), (3, 4)]:
         assert r.items(lo, hi).tolist() == df["text"].iloc[lo:hi].tolist(), (lo, hi)
