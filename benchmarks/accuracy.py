@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.batching import Tokenized, map_batches
+from pipeline.data.batching import map_batches
 from pipeline.data.prepare import prepare_dataset
 from pipeline.devices import autocast, pick_device, resolve_precision, seed_everything
 from pipeline.ensemble.blend import combine, crossfit_check, fit_weights, objective_loss
@@ -152,7 +152,7 @@ class Runner:
                 head.load_state_dict(probe.net.state_dict())
             model = Classifier(enc, head)
             tok = enc.prepare(self.df["text"])
-            part = {s: Tokenized([tok.ids[i] for i in np.flatnonzero(self.sel[s])], tok.pad_id) for s in SPLITS}
+            part = {s: tok.subset(np.flatnonzero(self.sel[s])) for s in SPLITS}
             hist = finetune(model, self.task, (part["train"], self.y[self.sel["train"]]),
                             (part["valid"], self.y[self.sel["valid"]]), ft, seed, self.device)
             prec = resolve_precision(ft.precision, self.device)

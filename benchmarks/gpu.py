@@ -173,8 +173,7 @@ def bench_heads(n: int, device) -> list[dict]:
 
 
 def _take(tok, sl):
-    from pipeline.data.batching import Tokenized
-    return Tokenized(tok.ids[sl], tok.pad_id)
+    return tok.subset(np.arange(len(tok))[sl])
 
 
 def to_markdown(meta: dict, rows: list[dict]) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pipeline import PipelineError
+from pipeline.data.batching import Tokenized
 from pipeline.devices import autocast
 from pipeline.models.schemes import Scheme, Stem
 
@@ -206,7 +207,7 @@ class AutoFreeze(Scheme):
         return "memory" if gb <= self.cfg.autofreeze_cache_gb else "zarr"
 
     def batch(self, inputs, idx, pin: bool = False) -> tuple:
-        if self.cache is not None and not hasattr(inputs, "ids"):
+        if self.cache is not None and not isinstance(inputs, Tokenized):
             return ()  # images: the cache replaces decoding and the frozen blocks
         return inputs.batch(idx, pin=pin)
 
