@@ -243,9 +243,12 @@ def _keys128(values, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 class HashRows:
     """A store's input hashes -> its rows, in memory as 128-bit keys sorted (16 bytes a row) with the row of each
-    and each row's place among them (4 bytes each below 2**31 rows): about 24 bytes a row, where the store's
-    hashes as Arrow strings with an Arrow hash table over them took about 170 (10M rows: 240 MB, not 1.7 GB),
-    and no Python object per row. Built from index.parquet a batch at a time (`of_index`)."""
+    and each row's place among them (4 bytes each below 2**31 rows): about 24 bytes a row once built (about 53
+    while it is built: the unsorted keys and the sort's order beside the sorted ones), where the store's hashes
+    as Arrow strings with an Arrow hash table over them took about 170 (10M rows: 240 MB, not 1.7 GB), and no
+    Python object per row. Built from index.parquet a batch at a time (`of_index`). Sorted by the high 64 bits
+    alone: distinct hashes that share them (never seen for the prepare stage's sha256-derived ones) are walked
+    one entry at a time in `rows_of`."""
 
     def __init__(self, hi: np.ndarray, lo: np.ndarray, width: int):
         self.n, self.width = len(hi), width

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from pipeline import PipelineError
-from pipeline.cache.store import join_labels, read_embeddings, read_features, reusable, write_embeddings
+from pipeline.cache.store import (HashRows, join_labels, read_embeddings, read_features, reusable,
+                                  write_embeddings)
 
 KEY = {"key": "k1", "parts": {"pooling": "mean", "max_length": 32}}
 
@@ -93,6 +94,25 @@ def test_the_hash_lookup_finds_what_a_dict_of_first_rows_finds(tmp_path, monkeyp
     for start, stop in [(0, len(wanted)), (0, 40), (37, 120), (150, len(wanted)), (len(wanted), len(wanted))]:
         got = rows_of(wanted[start:stop], start)
         assert np.array_equal(got, first_rows(old, wanted[start:stop], start), equal_nan=True), (kind, start)
+
+
+def test_an_index_written_a_row_group_at_a_time_numbers_its_rows_through(tmp_path):
+    """The embed stage writes index.parquet from inputs.parquet's row groups, one after another: its rows are
+    numbered through (not from 0 in each group), one Parquet row group per part, and a rerun finds them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.cache.store import write_index
+
+    t = pa.table({"id": [f"r{i}" for i in range(12)], "input_hash": [f"{i:032x}" for i in range(12)]})
+    (tmp_path / "s").mkdir()
+    write_index(tmp_path / "s", iter([t.slice(0, 5), t.slice(5, 0), t.slice(5)]))
+    f = pq.ParquetFile(tmp_path / "s/index.parquet")
+    got = f.read()
+    assert got["row"].to_pylist() == list(range(12)) and got["input_hash"].to_pylist() == t["input_hash"].to_pylist()
+    assert f.metadata.num_row_groups == 3 and got.schema.field("id").type == pa.large_string()
+    rows = HashRows.of_index(tmp_path / "s/index.parquet").rows_of([f"{i:032x}" for i in (11, 0, 5)])
+    assert rows.tolist() == [11.0, 0.0, 5.0]
 
 
 def test_features_are_read_a_shard_at_a_time_into_one_matrix(tmp_path, monkeypatch):

@@ -22,6 +22,8 @@ from pipeline.cache.store import read_embeddings, write_embeddings
 from pipeline.cache.stream import ShardWriter, assign, partial_folder, partial_name, read_progress, shared_writer
 from tests.conftest import ROOT
 
+ROW_GROUP = 7  # small_corpus's Parquet row groups: shards of 16 rows span several
+
 
 def files(store) -> list:
     return sorted(p for p in (store / "vectors.zarr").rglob("*") if p.is_file() and p.name != "zarr.json")
@@ -72,14 +74,16 @@ def test_a_partial_is_named_alike_from_arrow_strings_and_from_python_ones():
 
 
 def small_corpus(folder, params: dict, n: int) -> None:
-    """`folder`/artifacts/inputs with n short texts of 3-11 words (ids r<i>, input hashes h<i>), and
+    """`folder`/artifacts/inputs with n short texts of 3-11 words (ids r<i>, input hashes i in 32 hex digits, row
+    groups of ROW_GROUP rows), and
     `folder`/params.yaml: `params` with 16-row shards of 8-row chunks (n = 150: 10 shards)."""
     rng = np.random.default_rng(0)
     words = "great awful plot acting boring superb dull moving funny slow tense warm".split()
     texts = [" ".join(rng.choice(words, 3 + i % 9)) for i in range(n)]
     (folder / "artifacts/inputs").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"id": [f"r{i}" for i in range(n)], "text": texts, "input_hash": [f"h{i}" for i in range(n)]}
-                 ).to_parquet(folder / "artifacts/inputs/inputs.parquet")
+    # 32 hex digits, as prepare's text hashes; row groups of 7 rows, so shards and groups do not line up
+    pd.DataFrame({"id": [f"r{i}" for i in range(n)], "text": texts, "input_hash": [f"{i:032x}" for i in range(n)]}
+                 ).to_parquet(folder / "artifacts/inputs/inputs.parquet", row_group_size=ROW_GROUP)
     params["embed"].update(shard_rows=16, chunk_rows=8, batch_size=8)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
@@ -151,15 +155,15 @@ def test_rows_appended_rewrite_only_their_shards_the_others_are_the_old_files(tm
         small_corpus(tmp_path, tiny_params, n)
         df = pd.read_parquet(inputs)
         df.loc[20, ["text", "input_hash"]] = df.loc[3, ["text", "input_hash"]].to_list()
-        df.to_parquet(inputs)
+        df.to_parquet(inputs, row_group_size=ROW_GROUP)
         return df
     corpus(150)
     params = Params.model_validate(tiny_params)
     (tmp_path / "old").mkdir()
     embed.run_embed(params, "minilm_pt", tmp_path / "old")
     df = corpus(180)
-    df.loc[40, ["text", "input_hash"]] = ["a changed review", "h40-changed"]  # shard 2
-    df.to_parquet(inputs)
+    df.loc[40, ["text", "input_hash"]] = ["a changed review", "f" * 32]  # shard 2
+    df.to_parquet(inputs, row_group_size=ROW_GROUP)
     (tmp_path / "new").mkdir()
     got = embed.run_embed(params, "minilm_pt", tmp_path / "new", previous=tmp_path / "old")
     assert (got["shards"], got["shards_copied"], got["reused"], got["embedded"]) == (12, 8, 149, 31)
@@ -175,7 +179,7 @@ def test_rows_appended_rewrite_only_their_shards_the_others_are_the_old_files(tm
 
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
-    df.iloc[1:].to_parquet(inputs)  # the first row removed: every row reused, each one row up
+    df.iloc[1:].to_parquet(inputs, row_group_size=ROW_GROUP)  # the first row removed: each row reused, one up
     (tmp_path / "shifted").mkdir()
     got = embed.run_embed(params, "minilm_pt", tmp_path / "shifted", previous=tmp_path / "new")
     assert (got["shards_copied"], got["reused"], got["embedded"]) == (0, 179, 0)
