@@ -199,11 +199,16 @@ _HEX = np.full(256, 255, np.uint8)
 _HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
+def value_offsets(values) -> np.ndarray:
+    """An Arrow large_string/large_binary array (a slice too) -> its len + 1 int64 offsets into its data buffer
+    (`buffers()[2]`): value i is bytes off[i]:off[i + 1] there, with no Python object per value."""
+    return np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + len(values) + 1]
+
+
 def _hex_width(values) -> int:
     """The length L when every value (Arrow large_binary) is L bytes long, 0 < L <= 32, else 0 (whether they are
     hex digits is `_keys128`'s check)."""
-    off = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + len(values) + 1]
-    lens = np.diff(off)
+    lens = np.diff(value_offsets(values))
     if not len(values) or values.null_count or lens[0] < 1 or lens[0] > 32 or (lens != lens[0]).any():
         return 0
     return int(lens[0])
@@ -224,7 +229,7 @@ def _keys128(values, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         d = np.frombuffer(b"".join(hashlib.sha256(v or b"").digest()[:16] for v in values.to_pylist()),
                           ">u8").reshape(n, 2)
         return d[:, 0].astype(np.uint64), d[:, 1].astype(np.uint64), np.ones(n, bool)
-    off = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + n + 1]
+    off = value_offsets(values)
     lens = np.diff(off)
     ok = lens == width
     data = np.frombuffer(values.buffers()[2], np.uint8) if values.buffers()[2] else np.zeros(0, np.uint8)

@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline import PipelineError
-from pipeline.cache.store import create_vectors, layout
+from pipeline.cache.store import create_vectors, layout, value_offsets
 from pipeline.io import read_json, tmp_root
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _update_lines(h, strings) -> None:
             if c.null_count:
                 raise PipelineError("an input hash is missing (null) in artifacts/inputs: rerun prepare")
             if len(c):
-                off = np.frombuffer(c.buffers()[1], dtype=np.int64)[c.offset:c.offset + len(c) + 1]
+                off = value_offsets(c)
                 h.update(memoryview(c.buffers()[2])[off[0]:off[-1]])
 
 

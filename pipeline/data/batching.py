@@ -14,6 +14,11 @@ import numpy as np
 import torch
 
 
+def _offsets(lens: np.ndarray) -> np.ndarray:
+    """Row lengths (N,) -> the N + 1 int64 offsets of the rows laid end to end."""
+    return np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+
+
 @dataclass(eq=False)
 class Tokenized:
     """Token ids of N texts, truncated, not padded: one flat int32 array and N + 1 offsets into it. As Python
@@ -26,7 +31,7 @@ class Tokenized:
     def from_lists(cls, ids: Sequence[Sequence[int]], pad_id: int) -> "Tokenized":
         lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lens.sum()))
-        return cls(flat, np.concatenate([[0], np.cumsum(lens)]), pad_id)
+        return cls(flat, _offsets(lens), pad_id)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -46,7 +51,7 @@ class Tokenized:
         """The texts `idx` (in that order) as a Tokenized of their own (one gather, no loop over rows)."""
         idx = np.asarray(idx, dtype=np.int64)
         lens = self.lengths_of(idx)
-        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        offsets = _offsets(lens)
         src = np.repeat(self.offsets[idx] - offsets[:-1], lens) + np.arange(offsets[-1])
         return Tokenized(self.flat[src], offsets, self.pad_id)
 
@@ -71,7 +76,7 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> Tokenized:
         lens.append(part.lengths)
     flat = np.concatenate(flats) if flats else np.zeros(0, np.int32)
     lens = np.concatenate(lens) if lens else np.zeros(0, np.int64)
-    return Tokenized(flat, np.concatenate([[0], np.cumsum(lens)]), tokenizer.pad_token_id or 0)
+    return Tokenized(flat, _offsets(lens), tokenizer.pad_token_id or 0)
 
 
 def collate(tok: Tokenized, idx: Sequence[int], pad_to: int | None = None,
